@@ -1,0 +1,3 @@
+from tune3d.cli import main
+
+main()
