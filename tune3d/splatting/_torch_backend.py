@@ -1,0 +1,423 @@
+"""Pure-PyTorch 3DGS rasterizer with gsplat's kernel semantics (any device; the CPU path of tune3d).
+
+gsplat has no CPU implementation (its "torch" reference still calls CUDA ops), hence this file.
+Pipeline, mirroring gsplat 1.5 (``packed=False``):
+
+1. :func:`project_gaussians`: EWA projection with gsplat's clamped pinhole Jacobian, ``eps2d`` dilation,
+   optional antialiasing compensation, near/far culling and the opacity-aware bounding box
+   (``extend = min(3.33, sqrt(2 log(255 o)))``; radii ``ceil(extend * sqrt(Sigma_xx))``, same for y).
+2. :func:`isect_tiles`: tile/Gaussian intersection list, sorted by (camera, tile, depth) with torch ops.
+3. :func:`rasterize_to_pixels`: per chunk of tiles, gather each tile's depth-sorted Gaussians (padded to the
+   chunk's longest list), evaluate ``alpha = min(0.999, o exp(-sigma))`` at the tile's pixels, drop
+   ``sigma < 0`` / ``alpha < 1/255``, and composite front to back with a cumulative product; a Gaussian is
+   included only while the transmittance *after* it stays above 1e-4 (gsplat's exclusive stop).
+
+Cost is proportional to the pixel-Gaussian overlaps (tile lists), not to ``pixels x N``. With autograd on and
+more than one chunk, each chunk runs under activation checkpointing, so memory is one chunk's intermediates.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from tune3d.splatting.sh import eval_sh
+
+ALPHA_THRESHOLD = 1.0 / 255.0
+MAX_ALPHA = 0.999
+TRANSMITTANCE_EPS = 1e-4
+# Elements of the [tiles, pixels, gaussians] work tensor per chunk (about 16 MiB per float32 intermediate).
+DEFAULT_CHUNK_ELEMENTS = 1 << 22
+
+
+def quat_scale_to_covar(quats: Tensor, scales: Tensor) -> Tensor:
+    """Covariances ``R S S^T R^T`` ``[N,3,3]`` from wxyz ``quats [N,4]`` (any norm) and linear ``scales``."""
+    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
+    R = torch.stack(
+        [
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    ).reshape(*quats.shape[:-1], 3, 3)
+    M = R * scales[..., None, :]
+    return M @ M.transpose(-1, -2)
+
+
+def project_gaussians(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    eps2d: float = 0.3,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    radius_clip: float = 0.0,
+    calc_compensations: bool = False,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+    """Project ``N`` Gaussians into ``C`` pinhole cameras (gsplat ``fully_fused_projection``, unpacked).
+
+    Returns ``radii [C,N,2] int32`` (0 = culled), ``means2d [C,N,2]`` (pixels), ``depths [C,N]`` (camera z),
+    ``conics [C,N,3]`` (upper triangle of the inverse dilated 2D covariance) and ``compensations [C,N]`` or
+    None. Culled entries hold zeros and receive no gradient.
+    """
+    R = viewmats[:, :3, :3]
+    t = viewmats[:, :3, 3]
+    means_c = torch.einsum("cij,nj->cni", R, means) + t[:, None, :]  # [C,N,3]
+    covar_c = R[:, None] @ quat_scale_to_covar(quats, scales)[None] @ R.transpose(-1, -2)[:, None]
+    tx, ty, tz = means_c.unbind(-1)
+    in_depth = (tz >= near_plane) & (tz <= far_plane)
+    # Culled Gaussians must not produce inf/NaN that would leak into the gradients of the kept ones.
+    tz = torch.where(in_depth, tz, torch.ones_like(tz))
+
+    fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]
+    cx, cy = Ks[:, 0, 2, None], Ks[:, 1, 2, None]
+    tan_fovx, tan_fovy = 0.5 * width / fx, 0.5 * height / fy
+    # gsplat clamps the Jacobian's evaluation point to 1.3x the field of view (not the mean itself).
+    lim_xp, lim_xn = (width - cx) / fx + 0.3 * tan_fovx, cx / fx + 0.3 * tan_fovx
+    lim_yp, lim_yn = (height - cy) / fy + 0.3 * tan_fovy, cy / fy + 0.3 * tan_fovy
+    txc = tz * torch.minimum(torch.maximum(tx / tz, -lim_xn), lim_xp)
+    tyc = tz * torch.minimum(torch.maximum(ty / tz, -lim_yn), lim_yp)
+    zero = torch.zeros_like(tz)
+    J = torch.stack([fx / tz, zero, -fx * txc / tz**2, zero, fy / tz, -fy * tyc / tz**2], dim=-1)
+    J = J.reshape(*tz.shape, 2, 3)
+    cov2d = J @ covar_c @ J.transpose(-1, -2)
+    means2d = torch.stack([fx * tx / tz + cx, fy * ty / tz + cy], dim=-1)
+
+    a, b, c = cov2d[..., 0, 0], 0.5 * (cov2d[..., 0, 1] + cov2d[..., 1, 0]), cov2d[..., 1, 1]
+    det_orig = a * c - b * b
+    a, c = a + eps2d, c + eps2d
+    det = a * c - b * b
+    ok = in_depth & (det > 0)
+    det_safe = torch.where(ok, det, torch.ones_like(det))
+    conics = torch.stack([c / det_safe, -b / det_safe, a / det_safe], dim=-1)
+    compensations = None
+    if calc_compensations:
+        ratio = det_orig / det_safe
+        pos = ratio > 0
+        compensations = torch.where(pos, torch.sqrt(torch.where(pos, ratio, torch.ones_like(ratio))), zero)
+
+    with torch.no_grad():
+        opac = opacities.detach()[None].expand_as(tz)
+        if compensations is not None:
+            opac = opac * compensations.detach()
+        ok = ok & (opac >= ALPHA_THRESHOLD)
+        extend = torch.sqrt(2.0 * torch.log(opac.clamp_min(ALPHA_THRESHOLD) / ALPHA_THRESHOLD))
+        extend = extend.clamp_max(3.33)
+        rx = torch.ceil(extend * torch.sqrt(a.detach().clamp_min(0)))
+        ry = torch.ceil(extend * torch.sqrt(c.detach().clamp_min(0)))
+        ok = ok & ~((rx <= radius_clip) & (ry <= radius_clip))
+        mx, my = means2d.detach().unbind(-1)
+        ok = ok & (mx + rx > 0) & (mx - rx < width) & (my + ry > 0) & (my - ry < height)
+        radii = torch.where(ok[..., None], torch.stack([rx, ry], dim=-1), 0.0).to(torch.int32)
+
+    keep = ok[..., None]
+    means2d = torch.where(keep, means2d, 0.0)
+    conics = torch.where(keep, conics, 0.0)
+    depths = torch.where(ok, means_c[..., 2], 0.0)
+    if compensations is not None:
+        compensations = torch.where(ok, compensations, 0.0)
+    return radii, means2d, depths, conics, compensations
+
+
+@torch.no_grad()
+def isect_tiles(
+    means2d: Tensor, radii: Tensor, depths: Tensor, tile_size: int, tile_width: int, tile_height: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Tile/Gaussian intersections like gsplat's ``isect_tiles`` + ``isect_offset_encode`` (unpacked).
+
+    Returns ``tiles_per_gauss [C,N]``, ``flatten_ids [M]`` (indices into the flattened ``[C*N]`` arrays,
+    sorted by camera, tile and then depth, ties by index) and ``isect_offsets [C,tile_height,tile_width]``
+    (start of each tile's range in ``flatten_ids``).
+    """
+    C, N = depths.shape
+    device = depths.device
+    n_tiles = tile_width * tile_height
+    r = radii.to(means2d.dtype) / tile_size
+    txy = means2d / tile_size
+    lo = torch.floor(txy - r)
+    hi = torch.ceil(txy + r)
+    lim = torch.tensor([tile_width, tile_height], device=device, dtype=means2d.dtype)
+    lo = torch.minimum(lo.clamp_min(0), lim).long()
+    hi = torch.minimum(hi.clamp_min(0), lim).long()
+    span = (hi - lo).clamp_min(0)
+    valid = (radii > 0).all(dim=-1)
+    counts = torch.where(valid, span[..., 0] * span[..., 1], 0)  # [C,N]
+
+    flat_counts = counts.reshape(-1)
+    total = int(flat_counts.sum())
+    gid = torch.repeat_interleave(torch.arange(C * N, device=device), flat_counts)
+    starts = torch.cumsum(flat_counts, 0) - flat_counts
+    k = torch.arange(total, device=device) - starts[gid]
+    lo_f, span_f = lo.reshape(-1, 2)[gid], span.reshape(-1, 2)[gid]
+    tx = lo_f[:, 0] + k % span_f[:, 0].clamp_min(1)
+    ty = lo_f[:, 1] + k // span_f[:, 0].clamp_min(1)
+    cam = gid // N
+    tile_ids = cam * n_tiles + ty * tile_width + tx
+
+    # depth rank within each camera, stable so equal depths keep index order (as gsplat's radix sort)
+    order = torch.argsort(depths, dim=1, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(N, device=device).expand(C, N))
+    keys = tile_ids * N + rank.reshape(-1)[gid]
+    flatten_ids = gid[torch.argsort(keys)]
+
+    tile_counts = torch.bincount(tile_ids, minlength=C * n_tiles)
+    offsets = (torch.cumsum(tile_counts, 0) - tile_counts).reshape(C, tile_height, tile_width)
+    return counts.to(torch.int32), flatten_ids, offsets.to(torch.int32)
+
+
+def _composite_chunk(
+    means2d: Tensor,
+    conics: Tensor,
+    opacities: Tensor,
+    colors: Tensor,
+    gids: Tensor,
+    slot_ok: Tensor,
+    pix: Tensor,
+    geo_channels: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """Composite one chunk of tiles.
+
+    ``means2d [CN,2]``, ``conics [CN,3]``, ``opacities [CN]``, ``colors [CN,X]`` are flattened per camera;
+    ``gids [T,K]`` each tile's depth-sorted list (padded, ``slot_ok`` marks real entries); ``pix [T,P,2]``
+    pixel centres. Returns the blended colours ``[T,P,X]`` (no background) and transmittance ``[T,P]``.
+    ``geo_channels``: if given, only those channels send gradient to the blending weights.
+    """
+    mu = means2d[gids]  # [T,K,2]
+    con = conics[gids]
+    opa = opacities[gids]
+    dx = mu[:, None, :, 0] - pix[:, :, None, 0]  # [T,P,K]
+    dy = mu[:, None, :, 1] - pix[:, :, None, 1]
+    sigma = 0.5 * (con[:, None, :, 0] * dx * dx + con[:, None, :, 2] * dy * dy) + con[:, None, :, 1] * dx * dy
+    alpha = torch.clamp_max(opa[:, None, :] * torch.exp(-sigma), MAX_ALPHA)
+    valid = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD) & slot_ok[:, None, :]
+    alpha = torch.where(valid, alpha, 0.0)
+    one_minus = 1.0 - alpha
+    T_incl = torch.cumprod(one_minus, dim=-1)
+    # Transmittance is non-increasing, so "stop before the first Gaussian whose next T <= 1e-4" is a mask.
+    included = valid & (T_incl > TRANSMITTANCE_EPS)
+    alpha = torch.where(included, alpha, 0.0)
+    T_excl = torch.cat([torch.ones_like(T_incl[..., :1]), T_incl[..., :-1]], dim=-1)
+    weights = alpha * T_excl  # [T,P,K]
+    T_final = torch.prod(torch.where(included, one_minus, 1.0), dim=-1)
+    cols = colors[gids]  # [T,K,X]
+    if geo_channels is None:
+        out = torch.bmm(weights, cols)
+    else:
+        out = torch.bmm(weights.detach(), cols)
+        out_geo = torch.bmm(weights, cols[..., geo_channels])
+        out = out.index_copy(-1, geo_channels, out_geo)
+    return out, T_final
+
+
+def rasterize_to_pixels(
+    means2d: Tensor,
+    conics: Tensor,
+    colors: Tensor,
+    opacities: Tensor,
+    width: int,
+    height: int,
+    tile_size: int,
+    isect_offsets: Tensor,
+    flatten_ids: Tensor,
+    backgrounds: Tensor | None = None,
+    geo_channels: Tensor | None = None,
+    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+) -> tuple[Tensor, Tensor]:
+    """Composite ``[C,N,...]`` projected Gaussians into ``[C,H,W,X]`` colours and ``[C,H,W,1]`` alphas."""
+    C, N = opacities.shape
+    X = colors.shape[-1]
+    device, dtype = means2d.device, means2d.dtype
+    tile_height, tile_width = isect_offsets.shape[-2:]
+    n_tiles = C * tile_height * tile_width
+    M = flatten_ids.numel()
+    offsets = isect_offsets.reshape(-1).long()
+    counts = torch.diff(offsets, append=torch.tensor([M], device=device))
+    P = tile_size * tile_size
+
+    m2 = means2d.reshape(C * N, 2)
+    con = conics.reshape(C * N, 3)
+    opa = opacities.reshape(C * N)
+    col = colors.reshape(C * N, X)
+    # Padding slots point at a dummy row so the gathers need no bounds checks.
+    m2 = torch.cat([m2, m2.new_zeros(1, 2)])
+    con = torch.cat([con, con.new_zeros(1, 3)])
+    opa = torch.cat([opa, opa.new_zeros(1)])
+    col = torch.cat([col, col.new_zeros(1, X)])
+    fids = torch.cat([flatten_ids, flatten_ids.new_full((1,), C * N)])
+
+    # Group tiles of similar list length so the padding to the chunk maximum wastes little work.
+    order = torch.argsort(counts, descending=True, stable=True)
+    sorted_counts = counts[order].tolist()
+    chunks: list[tuple[int, int, int]] = []
+    i = 0
+    while i < n_tiles:
+        kmax = max(sorted_counts[i], 1)
+        n = max(1, min(n_tiles - i, chunk_elements // (P * kmax)))
+        chunks.append((i, i + n, sorted_counts[i]))
+        i += n
+
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (m2, con, opa, col))
+    lp = torch.arange(P, device=device)
+    px_in_tile = torch.stack([lp % tile_size, lp // tile_size], dim=-1).to(dtype) + 0.5  # [P,2]
+    outs, Ts = [], []
+    for s, e, kmax in chunks:
+        tids = order[s:e]
+        local = tids % (tile_height * tile_width)
+        origin = torch.stack([local % tile_width, local // tile_width], dim=-1).to(dtype) * tile_size
+        pix = origin[:, None, :] + px_in_tile[None]  # [T,P,2]
+        slot = torch.arange(kmax, device=device)
+        slot_ok = slot[None] < counts[tids][:, None]
+        idx = torch.where(slot_ok, offsets[tids][:, None] + slot[None], M)
+        gids = fids[idx]
+        args = (m2, con, opa, col, gids, slot_ok, pix, geo_channels)
+        if needs_grad and len(chunks) > 1:
+            out, T = checkpoint(_composite_chunk, *args, use_reentrant=False)
+        else:
+            out, T = _composite_chunk(*args)
+        outs.append(out)
+        Ts.append(T)
+
+    inv = torch.argsort(order)
+    out = torch.cat(outs)[inv]  # [C*th*tw, P, X]
+    T = torch.cat(Ts)[inv]
+    if backgrounds is not None:
+        bg = backgrounds.reshape(C, 1, 1, X).expand(C, tile_height * tile_width, 1, X).reshape(n_tiles, 1, X)
+        out = out + T[..., None] * bg
+
+    def to_image(t: Tensor) -> Tensor:
+        t = t.reshape(C, tile_height, tile_width, tile_size, tile_size, -1).permute(0, 1, 3, 2, 4, 5)
+        return t.reshape(C, tile_height * tile_size, tile_width * tile_size, -1)[:, :height, :width]
+
+    return to_image(out), to_image(1.0 - T[..., None])
+
+
+def rasterization_torch(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    colors: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    radius_clip: float = 0.0,
+    eps2d: float = 0.3,
+    sh_degree: int | None = None,
+    tile_size: int = 16,
+    backgrounds: Tensor | None = None,
+    render_mode: str = "RGB",
+    rasterize_mode: str = "classic",
+    geo_channels: Tensor | None = None,
+    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    """gsplat ``rasterization(..., packed=False)`` in pure torch; see :func:`tune3d.splatting.rasterize`.
+
+    ``geo_channels`` (torch backend only): indices of the rendered channels (before the depth channel is
+    appended; the depth channel always counts as geometry) whose loss may move the geometry; the other
+    channels' gradients reach only their colours. ``None`` = all channels.
+    """
+    C, N = viewmats.shape[0], means.shape[0]
+    radii, means2d, depths, conics, comps = project_gaussians(
+        means,
+        quats,
+        scales,
+        opacities,
+        viewmats,
+        Ks,
+        width,
+        height,
+        eps2d=eps2d,
+        near_plane=near_plane,
+        far_plane=far_plane,
+        radius_clip=radius_clip,
+        calc_compensations=rasterize_mode == "antialiased",
+    )
+    opac = opacities[None].expand(C, N)
+    if comps is not None:
+        opac = opac * comps
+
+    if sh_degree is None:
+        cols = colors if colors.dim() == 3 else colors[None].expand(C, N, colors.shape[-1])
+    else:
+        campos = torch.linalg.inv(viewmats)[:, :3, 3]  # [C,3]
+        dirs = means[None] - campos[:, None]  # [C,N,3]
+        shs = colors if colors.dim() == 4 else colors[None].expand(C, *colors.shape)
+        cols = torch.clamp_min(eval_sh(sh_degree, dirs, shs) + 0.5, 0.0)
+
+    n_color = cols.shape[-1]
+    if render_mode in ("RGB+D", "RGB+ED"):
+        cols = torch.cat([cols, depths[..., None]], dim=-1)
+        if backgrounds is not None:
+            backgrounds = torch.cat([backgrounds, backgrounds.new_zeros(C, 1)], dim=-1)
+        if geo_channels is not None:
+            geo_channels = torch.cat([geo_channels, geo_channels.new_tensor([n_color])])
+    elif render_mode in ("D", "ED"):
+        cols = depths[..., None]
+        backgrounds = None if backgrounds is None else backgrounds.new_zeros(C, 1)
+        geo_channels = None
+
+    tile_width = math.ceil(width / tile_size)
+    tile_height = math.ceil(height / tile_size)
+    tiles_per_gauss, flatten_ids, isect_offsets = isect_tiles(
+        means2d.detach(), radii, depths.detach(), tile_size, tile_width, tile_height
+    )
+    render_colors, render_alphas = rasterize_to_pixels(
+        means2d,
+        conics,
+        cols,
+        opac,
+        width,
+        height,
+        tile_size,
+        isect_offsets,
+        flatten_ids,
+        backgrounds=backgrounds,
+        geo_channels=geo_channels,
+        chunk_elements=chunk_elements,
+    )
+    if render_mode in ("ED", "RGB+ED"):
+        render_colors = torch.cat(
+            [render_colors[..., :-1], render_colors[..., -1:] / render_alphas.clamp(min=1e-10)], dim=-1
+        )
+    info = {
+        "batch_ids": None,
+        "camera_ids": None,
+        "gaussian_ids": None,
+        "radii": radii,
+        "means2d": means2d,
+        "depths": depths,
+        "conics": conics,
+        "opacities": opac,
+        "tile_width": tile_width,
+        "tile_height": tile_height,
+        "tiles_per_gauss": tiles_per_gauss,
+        "flatten_ids": flatten_ids,
+        "isect_offsets": isect_offsets,
+        "width": width,
+        "height": height,
+        "tile_size": tile_size,
+        "n_batches": 1,
+        "n_cameras": C,
+    }
+    return render_colors, render_alphas, info
