@@ -1,5 +1,17 @@
 """Camera geometry: intrinsics/extrinsics, projection, depth <-> pointmap, alignment."""
 
+from tune3d.geometry.align import (
+    DEPTH_ALIGN_MODES,
+    align_affine_disparity,
+    align_depth,
+    align_lstsq_scale,
+    align_median_scale,
+    align_points_scale,
+    align_points_scale_shift,
+    align_scale_shift,
+    apply_sim3,
+    umeyama_sim3,
+)
 from tune3d.geometry.cameras import (
     c2w_to_viewmat,
     crop_K,
@@ -20,6 +32,15 @@ from tune3d.geometry.cameras import (
     transform_points,
     unproject,
     viewmat_to_c2w,
+)
+from tune3d.geometry.pointmap import depth_edges, normalize_pointmap, pointmap_to_normals
+from tune3d.geometry.pose import (
+    estimate_focal_from_pointmap,
+    pose_from_pointmaps,
+    relative_pose,
+    rotation_angle_deg,
+    rotation_error_deg,
+    translation_angle_deg,
 )
 
 __all__ = [
@@ -42,4 +63,23 @@ __all__ = [
     "transform_points",
     "unproject",
     "viewmat_to_c2w",
+    "DEPTH_ALIGN_MODES",
+    "align_affine_disparity",
+    "align_depth",
+    "align_lstsq_scale",
+    "align_median_scale",
+    "align_points_scale",
+    "align_points_scale_shift",
+    "align_scale_shift",
+    "apply_sim3",
+    "umeyama_sim3",
+    "depth_edges",
+    "normalize_pointmap",
+    "pointmap_to_normals",
+    "estimate_focal_from_pointmap",
+    "pose_from_pointmaps",
+    "relative_pose",
+    "rotation_angle_deg",
+    "rotation_error_deg",
+    "translation_angle_deg",
 ]

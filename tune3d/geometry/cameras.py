@@ -65,7 +65,7 @@ opencv_to_opengl = opengl_to_opencv  # the flip is its own inverse
 
 
 def is_rigid(T: Tensor, atol: float = 1e-3) -> bool:
-    """True if every (..., 4, 4) transform has an orthonormal, right-handed rotation and [0,0,0,1] last row."""
+    """True if every (..., 4, 4) transform has an orthonormal right-handed rotation and [0,0,0,1] last row."""
     if not torch.isfinite(T).all():
         return False
     R = T[..., :3, :3].double()
@@ -93,7 +93,7 @@ def pixel_grid(height: int, width: int, dtype: torch.dtype = torch.float32, devi
 
 
 def project(points_cam: Tensor, K: Tensor, eps: float = 1e-8) -> tuple[Tensor, Tensor]:
-    """Project camera-space points (..., N, 3) with K (..., 3, 3) -> pixels (..., N, 2) and depth z (..., N)."""
+    """Project camera points (..., N, 3) with K (..., 3, 3) -> pixels (..., N, 2) and depth z (..., N)."""
     z = points_cam[..., 2]
     uvw = points_cam @ K.transpose(-1, -2)
     uv = uvw[..., :2] / z.clamp(min=eps).unsqueeze(-1)
@@ -147,12 +147,18 @@ def look_at(eye: Tensor, target: Tensor, up: Tensor | None = None) -> Tensor:
     """OpenCV camera-to-world pose at ``eye`` looking at ``target`` (z forward, y down, ``up`` = world up)."""
     eye = torch.as_tensor(eye, dtype=torch.float64)
     target = torch.as_tensor(target, dtype=torch.float64)
-    up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64) if up is None else torch.as_tensor(up, dtype=torch.float64)
+    up = (
+        torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+        if up is None
+        else torch.as_tensor(up, dtype=torch.float64)
+    )
     z = target - eye
     z = z / z.norm()
     x = torch.linalg.cross(z, up)
-    if x.norm() < 1e-8:  # looking straight along up: pick any perpendicular
-        x = torch.linalg.cross(z, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+    if x.norm() < 1e-8:  # looking straight along up: use the world axis least aligned with the view
+        axis = torch.zeros(3, dtype=torch.float64)
+        axis[int(z.abs().argmin())] = 1.0
+        x = torch.linalg.cross(z, axis)
     x = x / x.norm()
     y = torch.linalg.cross(z, x)
     c2w = torch.eye(4, dtype=torch.float64)

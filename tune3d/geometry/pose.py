@@ -1,0 +1,121 @@
+"""Camera pose helpers: relative poses, angular errors, pose and focal from pointmaps."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from tune3d.geometry.align import umeyama_sim3
+from tune3d.geometry.cameras import invert_rigid, pixel_grid
+
+
+def relative_pose(c2w_i: Tensor, c2w_j: Tensor) -> Tensor:
+    """Transform taking camera-``i`` coordinates to camera-``j`` coordinates: ``inv(c2w_j) @ c2w_i``."""
+    return invert_rigid(c2w_j) @ c2w_i
+
+
+def rotation_angle_deg(R: Tensor) -> Tensor:
+    """Rotation angle (degrees) of rotation matrices (..., 3, 3).
+
+    Uses ``atan2(|axis-vector|, (tr - 1) / 2)``, which stays accurate near 0° and 180° where ``acos``
+    loses precision.
+    """
+    cos = (R[..., 0, 0] + R[..., 1, 1] + R[..., 2, 2] - 1) / 2
+    vee = torch.stack(
+        [R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1
+    )
+    return torch.rad2deg(torch.atan2(vee.norm(dim=-1) / 2, cos))
+
+
+def rotation_error_deg(R_pred: Tensor, R_gt: Tensor) -> Tensor:
+    """Geodesic angle (degrees) between rotations (..., 3, 3): angle of ``R_pred^T R_gt``."""
+    return rotation_angle_deg(R_pred.transpose(-1, -2) @ R_gt)
+
+
+def translation_angle_deg(
+    t_pred: Tensor, t_gt: Tensor, sign_invariant: bool = False, eps: float = 1e-12
+) -> Tensor:
+    """Angle (degrees) between translation directions (..., 3).
+
+    ``sign_invariant=True`` returns ``min(err, 180 - err)`` (LoFTR / VGGT protocol, where two-view geometry
+    fixes the direction only up to sign). Degenerate cases follow LoFTR: a (near-)zero ground-truth
+    translation has no direction and scores 0; a zero predicted translation with a non-zero ground truth
+    scores 90° (no information).
+    """
+    cross = torch.linalg.cross(t_pred, t_gt).norm(dim=-1)
+    dot = (t_pred * t_gt).sum(-1)
+    err = torch.rad2deg(torch.atan2(cross, dot))
+    if sign_invariant:
+        err = torch.minimum(err, 180.0 - err)
+    gt_zero = t_gt.norm(dim=-1) <= eps
+    pred_zero = t_pred.norm(dim=-1) <= eps
+    err = torch.where(pred_zero, torch.full_like(err, 90.0), err)
+    return torch.where(gt_zero, torch.zeros_like(err), err)
+
+
+def pose_from_pointmaps(
+    pts_ref: Tensor, pts_cam: Tensor, mask: Tensor | None = None, with_scale: bool = False
+) -> Tensor:
+    """Camera-to-reference pose from corresponding pointmaps, by Procrustes/Kabsch (no PnP).
+
+    ``pts_ref`` (B, H, W, 3) are a view's points in the reference (world) frame, ``pts_cam`` (B, H, W, 3)
+    the same pixels in the view's own camera frame; ``mask`` (B, H, W). Solves
+    ``pts_ref ≈ R pts_cam + t`` and returns ``c2w`` (B, 4, 4). With ``with_scale=True`` R and t come from
+    a Sim(3) fit (robust when the two pointmaps disagree on scale) and the scale is dropped.
+    """
+    B = pts_ref.shape[0]
+    src = pts_cam.reshape(B, -1, 3)
+    dst = pts_ref.reshape(B, -1, 3)
+    w = None if mask is None else mask.reshape(B, -1)
+    _, R, t = umeyama_sim3(src, dst, w, with_scale=with_scale)
+    c2w = torch.zeros(B, 4, 4, dtype=R.dtype, device=R.device)
+    c2w[:, :3, :3] = R
+    c2w[:, :3, 3] = t
+    c2w[:, 3, 3] = 1
+    return c2w
+
+
+def estimate_focal_from_pointmap(
+    pts_cam: Tensor,
+    mask: Tensor | None = None,
+    pp: tuple[float, float] | Tensor | None = None,
+    method: str = "weiszfeld",
+    n_iter: int = 10,
+    min_depth: float = 1e-6,
+) -> Tensor:
+    """Single focal length (pixels) of camera-frame pointmaps (B, H, W, 3), like DUSt3R's focal estimation.
+
+    Fits ``(u - cx, v - cy) ≈ f (x/z, y/z)`` over valid pixels (``mask`` and ``z > min_depth``), with pixel
+    centres at ``+0.5`` and ``pp`` defaulting to the image centre ``(W/2, H/2)``. ``method="lstsq"``
+    is the closed-form least-squares solution; ``"weiszfeld"`` refines it with ``n_iter`` iteratively
+    reweighted steps towards the L1 (robust) solution. Returns ``f`` (B,) in ``pts_cam``'s dtype.
+    """
+    if method not in ("lstsq", "weiszfeld"):
+        raise ValueError(f"unknown focal estimation method {method!r}; expected 'lstsq' or 'weiszfeld'")
+    B, H, W, _ = pts_cam.shape
+    p = pts_cam.double()
+    uv = pixel_grid(H, W, dtype=torch.float64, device=p.device)
+    pp_t = torch.tensor([W / 2, H / 2], dtype=torch.float64) if pp is None else torch.as_tensor(pp).double()
+    centred = (uv - pp_t.to(p.device)).reshape(1, -1, 2)
+    z = p[..., 2].reshape(B, -1)
+    valid = torch.isfinite(p).all(-1).reshape(B, -1) & (z > min_depth)
+    if mask is not None:
+        valid &= mask.reshape(B, -1).bool()
+    xy = p[..., :2].reshape(B, -1, 2) / torch.where(valid, z, torch.ones_like(z))[..., None]
+    xy = torch.where(valid[..., None], xy, torch.zeros_like(xy))
+    w = valid.double()
+
+    def solve(w: Tensor) -> Tensor:
+        num = (w * (xy * centred).sum(-1)).sum(1)
+        den = (w * (xy * xy).sum(-1)).sum(1)
+        return num / den.clamp_min(1e-300)
+
+    f = solve(w)
+    if method == "weiszfeld":
+        for _ in range(n_iter):
+            res = (f[:, None, None] * xy - centred).norm(dim=-1)
+            f = solve(w / res.clamp_min(1e-8))
+    f = torch.where(w.sum(1) > 0, f, torch.full_like(f, math.nan))
+    return f.to(pts_cam.dtype)
