@@ -1,0 +1,34 @@
+"""Fin3R: fine-tune a feed-forward reconstruction model's encoder by monocular distillation.
+
+Building blocks: re-normalisation LoRA adapters (:mod:`.adapters`), monocular teachers (:mod:`.teachers`),
+confidence-weighted losses (:mod:`.losses`) and replay mixing of labelled multi-view data (:mod:`.sampling`).
+Teachers are imported from :mod:`tune3d.fin3r.teachers` explicitly (their backends load lazily).
+"""
+
+from __future__ import annotations
+
+from tune3d.fin3r.adapters import (
+    FORMS,
+    adapter_state_dict,
+    add_adapters,
+    load_adapters,
+    merge_adapters,
+    save_adapters,
+)
+from tune3d.fin3r.losses import avg_dis_normalize, conf_distill_loss, pointmap_replay_loss
+from tune3d.fin3r.sampling import ReplayMixDataset, ReplaySampler, replay_collate
+
+__all__ = [
+    "FORMS",
+    "ReplayMixDataset",
+    "ReplaySampler",
+    "adapter_state_dict",
+    "add_adapters",
+    "avg_dis_normalize",
+    "conf_distill_loss",
+    "load_adapters",
+    "merge_adapters",
+    "pointmap_replay_loss",
+    "replay_collate",
+    "save_adapters",
+]
