@@ -297,11 +297,10 @@ class ReconTeacher(Teacher):
     def from_name(
         cls, name: str, weights: str | None = None, device: torch.device | str = "cpu"
     ) -> ReconTeacher:
-        from tune3d.recon.registry import get_entry
+        """A registered reconstruction model as teacher; ``weights`` in any layout ``create_model`` reads."""
+        from tune3d.recon import create_model
 
-        model = get_entry(name).factory()
-        if weights:
-            _load_recon_weights(model, Path(weights))
+        model = create_model(name, weights=weights)
         return cls(model, spec=f"recon:{name}" + (f"@{weights}" if weights else ""), device=device)
 
     def to(self, device: torch.device | str) -> ReconTeacher:
@@ -325,20 +324,6 @@ class ReconTeacher(Teacher):
         return TeacherOutput(
             mask=mask, kind=self.kind, depth=torch.where(mask, depth, torch.zeros_like(depth))
         )
-
-
-def _load_recon_weights(model: nn.Module, path: Path) -> None:
-    # Loads checkpoints in our own naming (safetensors or .pth state dicts). Official-format conversion is
-    # the recon package's job; a file in another layout fails here with a clear message.
-    from tune3d.io import load_safetensors, torch_load_safe
-
-    sd = load_safetensors(path) if path.suffix == ".safetensors" else torch_load_safe(path)
-    if isinstance(sd, dict) and isinstance(sd.get("model"), dict):
-        sd = sd["model"]
-    try:
-        model.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        raise Tune3DError(f"{path}: weights do not fit the model ({str(e).splitlines()[0]})") from None
 
 
 # ------------------------------------------------------------------------------------------- sensor
