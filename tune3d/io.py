@@ -102,7 +102,9 @@ def file_digest(path: str | os.PathLike, algo: str = "sha256", length: int = 16)
     return h.hexdigest()[:length]
 
 
-def save_safetensors_atomic(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+def save_safetensors_atomic(
+    tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None
+) -> None:
     """Save a flat ``name -> tensor`` dict as safetensors, atomically. Tensors are made contiguous."""
     from safetensors.torch import save_file
 
@@ -143,6 +145,8 @@ def torch_load_safe(path: str | os.PathLike, extra_safe_globals: list | None = N
                 return torch.load(str(path), map_location="cpu", weights_only=True)
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise Tune3DError(f"{path}: refusing to unpickle untrusted content ({str(e).splitlines()[0]})") from None
+        raise Tune3DError(
+            f"{path}: refusing to unpickle untrusted content ({str(e).splitlines()[0]})"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise Tune3DError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]})") from None
