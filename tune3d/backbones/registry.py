@@ -1,0 +1,223 @@
+"""Short names for the foundation-model backbones tune3d fine-tunes, mapped to timm architectures.
+
+Every entry is a plain timm model (``dynamic_img_size=True``, ``num_classes=0``); nothing here is a
+hand-written ViT. Each full-size entry has a ``<name>_tiny`` twin: the same timm architecture (same
+block type, prefix tokens, patch size, normalisation) with 2 blocks and width 32, for CPU tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from tune3d.errors import Tune3DError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+TINY_WIDTH = 32
+TINY_DEPTH = 2
+TINY_HEADS = 2
+TINY_GRID = 4  # learned position embedding of a tiny model: 4x4 patches (interpolated at run time)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One registry entry.
+
+    ``timm_name`` is ``architecture.pretrained_tag``; ``model_kwargs`` override the architecture (tiny
+    variants). ``final_norm`` names the module that acts as the last LayerNorm: ``"norm"`` for ViTs,
+    ``"fc_norm"`` for EVA-02 MIM checkpoints, where timm moves the pretrained norm after pooling.
+    ``filter_kwargs`` are passed to timm's ``checkpoint_filter_fn`` (DeiT-III remaps ``gamma_1``).
+    """
+
+    name: str
+    timm_name: str
+    patch_size: int
+    width: int
+    depth: int
+    num_prefix_tokens: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    family: str
+    description: str
+    official_file: str | None = None  # name of the upstream release file, if any
+    official_url: str | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    filter_kwargs: dict[str, Any] = field(default_factory=dict)
+    final_norm: str = "norm"
+    tiny: bool = False
+
+    @property
+    def architecture(self) -> str:
+        return self.timm_name.split(".")[0]
+
+    @property
+    def hf_hub_id(self) -> str | None:
+        if self.tiny:
+            return None
+        return f"timm/{self.timm_name}"
+
+    @property
+    def num_register_tokens(self) -> int:
+        return self.num_prefix_tokens - 1
+
+    @property
+    def weights_source(self) -> str:
+        """Human-readable list of places weights can come from."""
+        if self.tiny:
+            return "none (test model: --allow-random-init or --weights FILE)"
+        src = f"hf-hub:{self.hf_hub_id}"
+        if self.official_file:
+            src += f" | official {self.official_file}"
+        return src + " | --weights FILE"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        d["weights_source"] = self.weights_source
+        d["hf_hub_id"] = self.hf_hub_id
+        return d
+
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+
+_DINOV2_SIZES = {  # size letter -> (timm size word, width, depth)
+    "s": ("small", 384, 12),
+    "b": ("base", 768, 12),
+    "l": ("large", 1024, 24),
+    "g": ("giant", 1536, 40),
+}
+
+
+def _add(spec: BackboneSpec) -> None:
+    _REGISTRY[spec.name] = spec
+    tiny_kwargs = dict(
+        depth=TINY_DEPTH,
+        embed_dim=TINY_WIDTH,
+        num_heads=TINY_HEADS,
+        img_size=spec.patch_size * TINY_GRID,
+    )
+    _REGISTRY[spec.name + "_tiny"] = dataclasses.replace(
+        spec,
+        name=spec.name + "_tiny",
+        width=TINY_WIDTH,
+        depth=TINY_DEPTH,
+        description=f"{spec.description}: tiny test variant ({TINY_DEPTH} blocks, width {TINY_WIDTH})",
+        official_file=None,
+        official_url=None,
+        model_kwargs=tiny_kwargs,
+        tiny=True,
+    )
+
+
+for _letter, (_word, _width, _depth) in _DINOV2_SIZES.items():
+    for _reg in (False, True):
+        _base = f"dinov2_vit{_letter}14"
+        _file = f"{_base}{'_reg4' if _reg else ''}_pretrain.pth"
+        _add(
+            BackboneSpec(
+                name=_base + ("_reg" if _reg else ""),
+                timm_name=f"vit_{_word}_patch14{'_reg4' if _reg else ''}_dinov2.lvd142m",
+                patch_size=14,
+                width=_width,
+                depth=_depth,
+                num_prefix_tokens=5 if _reg else 1,
+                mean=IMAGENET_MEAN,
+                std=IMAGENET_STD,
+                family="dinov2",
+                description=f"DINOv2 ViT-{_letter.upper()}/14{' with 4 registers' if _reg else ''}",
+                official_file=_file,
+                official_url=f"https://dl.fbaipublicfiles.com/dinov2/{_base}/{_file}",
+            )
+        )
+
+_add(
+    BackboneSpec(
+        name="clip_vitb16",
+        timm_name="vit_base_patch16_clip_384.laion2b_ft_in12k_in1k",
+        patch_size=16,
+        width=768,
+        depth=12,
+        num_prefix_tokens=1,
+        mean=CLIP_MEAN,
+        std=CLIP_STD,
+        family="clip",
+        description="CLIP ViT-B/16 (LAION-2B, fine-tuned IN-12k/1k, 384 px)",
+    )
+)
+_add(
+    BackboneSpec(
+        name="mae_vitb16",
+        timm_name="vit_base_patch16_224.mae",
+        patch_size=16,
+        width=768,
+        depth=12,
+        num_prefix_tokens=1,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        family="mae",
+        description="MAE ViT-B/16 (self-supervised IN-1k)",
+        official_file="mae_pretrain_vit_base.pth",
+        official_url="https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base.pth",
+    )
+)
+_add(
+    BackboneSpec(
+        name="deit3_vitb16",
+        timm_name="deit3_base_patch16_224.fb_in1k",
+        patch_size=16,
+        width=768,
+        depth=12,
+        num_prefix_tokens=1,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        family="deit3",
+        description="DeiT-III ViT-B/16 (supervised IN-1k)",
+        official_file="deit_3_base_224_1k.pth",
+        official_url="https://dl.fbaipublicfiles.com/deit/deit_3_base_224_1k.pth",
+        filter_kwargs={"adapt_layer_scale": True},
+    )
+)
+_add(
+    BackboneSpec(
+        name="eva02_vitb14",
+        timm_name="eva02_base_patch14_224.mim_in22k",
+        patch_size=14,
+        width=768,
+        depth=12,
+        num_prefix_tokens=1,
+        mean=CLIP_MEAN,
+        std=CLIP_STD,
+        family="eva02",
+        description="EVA-02 ViT-B/14 (MIM pretrained IN-22k)",
+        final_norm="fc_norm",
+    )
+)
+
+
+def list_backbones(include_tiny: bool = True) -> list[BackboneSpec]:
+    """All registry entries, full-size first, in registration order."""
+    specs = list(_REGISTRY.values())
+    full = [s for s in specs if not s.tiny]
+    return full + [s for s in specs if s.tiny] if include_tiny else full
+
+
+def get_spec(name: str) -> BackboneSpec:
+    """Registry entry for ``name``; an unknown name raises :class:`Tune3DError` listing the options."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(s.name for s in list_backbones(include_tiny=False))
+        raise Tune3DError(f"unknown backbone {name!r}; known: {known} (and <name>_tiny for tests)") from None
+
+
+def register_backbone(spec: BackboneSpec, with_tiny: bool = True) -> None:
+    """Add a user entry (e.g. another timm ViT). Re-registering a name replaces it."""
+    if with_tiny:
+        _add(spec)
+    else:
+        _REGISTRY[spec.name] = spec
