@@ -1,9 +1,237 @@
-"""CLI commands for the recon area (work in progress)."""
+"""CLI commands of the recon area: ``reconstruct``, ``train-recon``, ``eval-recon``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from tune3d.errors import Tune3DError
+
+
+def _model_name(model: str | None, weights: Path | None) -> str:
+    """``--model``, or the registry name recorded in ``model.json`` beside ``--weights``."""
+    if model:
+        return model
+    if weights is not None:
+        meta = (weights.parent if weights.is_file() else weights) / "model.json"
+        if meta.is_file():
+            from tune3d.io import read_json
+
+            name = read_json(meta).get("model")
+            if name:
+                return str(name)
+    raise Tune3DError("--model NAME is required (no model.json beside --weights)")
+
+
+def _build(
+    model: str | None, weights: Path | None, allow_random_init: bool, adapter: Path | None, device: str
+):
+    import tune3d.recon.vggt  # noqa: F401  (registers vggt_*)
+    from tune3d.engine import resolve_device
+    from tune3d.recon import create_model
+
+    name = _model_name(model, weights)
+    if weights is not None and not weights.exists():
+        raise Tune3DError(f"{weights}: weights file not found")
+    net = create_model(
+        name, weights=weights, device=resolve_device(device), allow_random_init=allow_random_init
+    )
+    if adapter is not None:
+        if not adapter.is_file():
+            raise Tune3DError(f"{adapter}: adapter file not found")
+        from tune3d.fin3r.adapters import load_adapters
+
+        load_adapters(net, adapter)
+        net.eval()
+    return name, net
+
+
+def _resolution(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        h, w = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise Tune3DError(f"--resolution {value!r}: expected HxW, e.g. 224x320") from None
+    if h <= 0 or w <= 0:
+        raise Tune3DError(f"--resolution {value!r}: sizes must be positive")
+    return h, w
 
 
 def register(app: typer.Typer) -> None:
     """Register this area's commands on the root app."""
+
+    @app.command("reconstruct")
+    def reconstruct(
+        images: list[Path] = typer.Argument(
+            ..., help="Input images (pairs with the first for DUSt3R/MASt3R)."
+        ),
+        out: Path = typer.Option(..., "--out", help="Output folder."),
+        model: str | None = typer.Option(None, "--model", help="Registry name (default: model.json)."),
+        weights: Path | None = typer.Option(
+            None, "--weights", help="Checkpoint (.pth/.safetensors/HF folder)."
+        ),
+        allow_random_init: bool = typer.Option(False, "--allow-random-init", help="Run without weights."),
+        adapter: Path | None = typer.Option(None, "--adapter", help="Fin3R adapter file."),
+        size: int | None = typer.Option(None, "--size", help="Input size (CroCo 512/224; VGGT width 518)."),
+        mode: str = typer.Option("crop", "--mode", help="VGGT preprocessing: crop | pad."),
+        conf_threshold: float | None = typer.Option(
+            None,
+            "--conf-threshold",
+            help="Keep points with conf > this (default: 3 for CroCo, median for VGGT).",
+        ),
+        previews: bool = typer.Option(True, "--previews/--no-previews", help="Write PNG previews."),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    ) -> None:
+        """Reconstruct images: predictions.npz, points.ply, cameras.json, previews/.
+
+        Pairwise models (DUSt3R, MASt3R) pair every image with the first and report all pointmaps in
+        image 1's frame; CUT3R and VGGT take all images at once.
+        """
+        from tune3d.io import write_yaml
+        from tune3d.recon.export import export_reconstruction
+        from tune3d.recon.inference import default_conf_threshold, prepare_images
+        from tune3d.recon.inference import reconstruct as run
+
+        name, net = _build(model, weights, allow_random_init, adapter, device)
+        prep = prepare_images(images, net, size=size, mode=mode)
+        recon = run(net, prep.images)
+        if conf_threshold is None:
+            conf_threshold = default_conf_threshold(net, recon.conf, prep.valid.numpy())
+        summary = export_reconstruction(
+            out, recon, prep.colors, prep.valid.numpy(), prep.names, conf_threshold, previews
+        )
+        write_yaml(
+            out / "config.yaml",
+            {
+                "model": name,
+                "weights": str(weights) if weights else None,
+                "adapter": str(adapter) if adapter else None,
+                "images": [str(p) for p in images],
+                "size": size,
+                "mode": mode,
+                "conf_threshold": conf_threshold,
+                "camera_source": recon.camera_source,
+                "pairs": [list(p) for p in recon.pairs],
+            },
+        )
+        typer.echo(
+            f"{summary['views']} views at {summary['width']}x{summary['height']}, "
+            f"{summary['points']} points -> {out}"
+        )
+
+    @app.command("train-recon")
+    def train_recon(
+        data: list[Path] = typer.Option(
+            ..., "--data", help="Scene folder(s) or dataset folder(s) with depth."
+        ),
+        out: Path = typer.Option(..., "--out", help="Run folder (resumes if it has checkpoints)."),
+        model: str = typer.Option(..., "--model", help="Registry name, e.g. dust3r_tiny, vggt_tiny."),
+        weights: Path | None = typer.Option(None, "--weights", help="Initial weights."),
+        allow_random_init: bool = typer.Option(False, "--allow-random-init", help="Start from random init."),
+        views: int = typer.Option(2, "--views", help="Views per tuple (2 for pairwise models)."),
+        resolution: str | None = typer.Option(None, "--resolution", help="HxW (patch multiples)."),
+        steps: int = typer.Option(1000, "--steps"),
+        batch_size: int = typer.Option(4, "--batch-size"),
+        lr: float = typer.Option(1e-4, "--lr"),
+        seed: int = typer.Option(0, "--seed"),
+        min_overlap: float = typer.Option(0.3, "--min-overlap", help="Min. co-visible fraction in a tuple."),
+        save_every: int = typer.Option(200, "--save-every"),
+        log_every: int = typer.Option(10, "--log-every"),
+        device: str = typer.Option("auto", "--device"),
+        resume: bool = typer.Option(True, "--resume/--no-resume"),
+    ) -> None:
+        """Supervised training with the family's own loss; writes model.safetensors + model.json."""
+        from tune3d.recon.train import TrainReconConfig
+        from tune3d.recon.train import train_recon as run
+
+        if weights is not None and not weights.exists():
+            raise Tune3DError(f"{weights}: weights file not found")
+        cfg = TrainReconConfig(
+            model=model,
+            data=[str(d) for d in data],
+            out=str(out),
+            weights=str(weights) if weights else None,
+            allow_random_init=allow_random_init,
+            views=views,
+            resolution=_resolution(resolution),
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            min_overlap=min_overlap,
+            save_every=save_every,
+            log_every=log_every,
+            device=device,
+            resume=resume,
+        )
+        summary = run(cfg)
+        typer.echo(
+            f"trained {model} for {summary['steps']} steps: loss {summary['first_loss']} -> "
+            f"{summary['final_loss']}; weights in {out / 'model.safetensors'}"
+        )
+
+    @app.command("eval-recon")
+    def eval_recon(
+        data: Path = typer.Option(..., "--data", help="Scene with depth and poses."),
+        out: Path = typer.Option(..., "--out", help="Output folder (metrics.json, config.yaml)."),
+        model: str | None = typer.Option(None, "--model", help="Registry name (default: model.json)."),
+        weights: Path | None = typer.Option(None, "--weights"),
+        allow_random_init: bool = typer.Option(False, "--allow-random-init", help="Evaluate random init."),
+        adapter: Path | None = typer.Option(None, "--adapter", help="Fin3R adapter file."),
+        frames: str | None = typer.Option(None, "--frames", help="A:B[:STEP] subset of the scene."),
+        pairs: int = typer.Option(20, "--pairs", help="Number of multi-view tuples."),
+        views: int = typer.Option(2, "--views", help="Tuple size for N-view models."),
+        mono_frames: int = typer.Option(20, "--mono-frames", help="Frames for monocular depth."),
+        size: int | None = typer.Option(None, "--size", help="Input size (long side / VGGT width)."),
+        align: str = typer.Option("scale_shift", "--align", help="none | median | scale | scale_shift."),
+        max_depth: float | None = typer.Option(None, "--max-depth"),
+        seed: int = typer.Option(0, "--seed"),
+        device: str = typer.Option("auto", "--device"),
+    ) -> None:
+        """Monocular and multi-view depth, pointmap accuracy/completeness/NC, relative pose AUC."""
+        from tune3d.geometry.align import DEPTH_ALIGN_MODES
+        from tune3d.io import write_json, write_yaml
+        from tune3d.recon.evaluate import EvalReconConfig, eval_config_dict, evaluate_model
+
+        if align not in DEPTH_ALIGN_MODES:
+            raise Tune3DError(f"--align {align!r}: expected one of {', '.join(DEPTH_ALIGN_MODES)}")
+        if not data.exists():
+            raise Tune3DError(f"{data}: scene not found")
+        name, net = _build(model, weights, allow_random_init, adapter, device)
+        cfg = EvalReconConfig(
+            frames=frames,
+            pairs=pairs,
+            views=views,
+            mono_frames=mono_frames,
+            size=size,
+            align=align,
+            max_depth=max_depth,
+            seed=seed,
+        )
+        metrics = evaluate_model(net, data, cfg, progress=True)
+        out.mkdir(parents=True, exist_ok=True)
+        metrics["meta"].update({"model": name, "weights": str(weights) if weights else None})
+        write_yaml(
+            out / "config.yaml",
+            eval_config_dict(
+                cfg,
+                model=name,
+                weights=str(weights) if weights else None,
+                adapter=str(adapter) if adapter else None,
+                data=str(data),
+            ),
+        )
+        write_json(out / "metrics.json", metrics)
+        head = next(iter(metrics["mono_depth"]), None)
+        line = [f"{name}:"]
+        if head:
+            line.append(f"mono {head} abs_rel {metrics['mono_depth'][head]['abs_rel']:.4f}")
+        if "accuracy" in metrics["multiview"]:
+            line.append(
+                f"acc {metrics['multiview']['accuracy']:.4f} comp {metrics['multiview']['completeness']:.4f}"
+            )
+        if "pose" in metrics:
+            line.append(f"auc@20 {metrics['pose']['auc@20']:.3f}")
+        typer.echo(" ".join(line) + f" -> {out / 'metrics.json'}")

@@ -1,0 +1,150 @@
+"""Reconstruction losses against hand-computed cases; one-batch overfitting decreases the family losses."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tune3d.recon.losses import (
+    camera_loss,
+    conf_regression,
+    gradient_loss_multiscale,
+    normal_loss_multiscale,
+    normalize_vggt_gt,
+    pointmaps_in_first_frame,
+    regr3d_conf_loss,
+)
+
+
+def _two_points(a, b):
+    """A 1x2 pointmap ``B=1, S=1, H=1, W=2``."""
+    return torch.tensor([[[[a, b]]]], dtype=torch.float32)
+
+
+def test_regr3d_avg_dis_and_conf_term_by_hand():
+    gt = _two_points([1.0, 0, 0], [0, 3.0, 0])  # mean distance 2 -> (0.5,0,0), (0,1.5,0)
+    pred = _two_points([1.0, 0, 0], [0, 1.0, 0])  # mean distance 1 -> itself
+    conf = torch.tensor([[[[1.0, 2.0]]]])
+    valid = torch.ones(1, 1, 1, 2, dtype=torch.bool)
+    out = regr3d_conf_loss(pred, conf, gt, valid, alpha=0.2)
+    # errors: |(1,0,0)-(0.5,0,0)| = 0.5 and |(0,1,0)-(0,1.5,0)| = 0.5
+    expected = (0.5 * 1 - 0.2 * math.log(1.0) + 0.5 * 2 - 0.2 * math.log(2.0)) / 2
+    assert out["loss"].item() == pytest.approx(expected, rel=1e-6)
+    assert out["regr"].item() == pytest.approx(0.5, rel=1e-6)
+
+
+def test_regr3d_scale_invariant_joint_normalisation_and_views_summed():
+    g = torch.Generator().manual_seed(0)
+    gt = torch.randn(2, 2, 3, 4, 3, generator=g)
+    conf = torch.full((2, 2, 3, 4), math.e)
+    valid = torch.ones(2, 2, 3, 4, dtype=torch.bool)
+    out = regr3d_conf_loss(gt * 3.7, conf, gt, valid)
+    # perfect up to scale: only -alpha*log(c) = -0.2 per view, summed over 2 views
+    assert out["loss"].item() == pytest.approx(-0.4, abs=1e-5)
+    # scaling only one view breaks the joint normalisation
+    bad = gt.clone()
+    bad[:, 1] *= 2
+    assert regr3d_conf_loss(bad, conf, gt, valid)["regr"].item() > 0.05
+
+
+def test_regr3d_metric_uses_gt_scale_and_ignores_invalid():
+    gt = _two_points([1.0, 0, 0], [0, 3.0, 0])
+    conf = torch.ones(1, 1, 1, 2)
+    valid = torch.ones(1, 1, 1, 2, dtype=torch.bool)
+    # metric: a prediction that is right up to scale is penalised
+    half = regr3d_conf_loss(gt * 0.5, conf, gt, valid, metric=True)["regr"].item()
+    # gt scale 2: pred/2 = gt/4 against gt/2 -> errors |gt|/4 = 0.25 and 0.75
+    assert half == pytest.approx(0.5, rel=1e-6)
+    assert regr3d_conf_loss(gt, conf, gt, valid, metric=True)["regr"].item() == pytest.approx(0.0, abs=1e-7)
+    # an invalid pixel with a huge error changes nothing
+    pred = gt.clone()
+    pred[0, 0, 0, 1] = torch.tensor([1e3, 1e3, 1e3])
+    valid[0, 0, 0, 1] = False
+    gt2 = gt.clone()
+    gt2[0, 0, 0, 1] = float("nan")
+    assert regr3d_conf_loss(pred, conf, gt2, valid)["regr"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_conf_regression_empty_is_zero_with_grad():
+    err = torch.ones(3, requires_grad=True)
+    out = conf_regression(err, torch.ones(3), torch.zeros(3, dtype=torch.bool))
+    out.backward()
+    assert out.item() == 0.0
+
+
+def test_camera_loss_iteration_decay_by_hand():
+    gt = torch.zeros(1, 1, 9)
+    it0 = torch.zeros(1, 1, 9)
+    it0[..., :3] = 1.0  # translation error 1 at the first iteration
+    it1 = torch.zeros(1, 1, 9)
+    it1[..., 7:] = 2.0  # fov error 2 at the last iteration
+    out = camera_loss(torch.stack([it0, it1]), gt, gamma=0.6)
+    # (0.6 * T=1 + 1.0 * 0.5 * fov=2) / 2 iterations
+    assert out["loss"].item() == pytest.approx((0.6 * 1.0 + 0.5 * 2.0) / 2)
+
+
+def test_gradient_and_normal_losses_invariances():
+    g = torch.Generator().manual_seed(1)
+    gt = torch.rand(2, 16, 16, 1, generator=g) + 1
+    valid = torch.ones(2, 16, 16, dtype=torch.bool)
+    assert gradient_loss_multiscale(gt + 0.3, gt, valid).item() == pytest.approx(0.0, abs=1e-6)
+    assert gradient_loss_multiscale(gt * 1.5, gt, valid).item() > 1e-3
+    pts = torch.randn(2, 16, 16, 3, generator=g)
+    assert normal_loss_multiscale(pts * 2.0, pts, valid).item() == pytest.approx(0.0, abs=1e-5)
+    assert normal_loss_multiscale(pts + 0.3 * torch.randn_like(pts), pts, valid).item() > 1e-2
+
+
+def test_gt_frames_and_vggt_normalisation():
+    from tune3d.geometry.cameras import depth_to_pointmap, look_at
+
+    K = torch.tensor([[20.0, 0, 8], [0, 20.0, 6], [0, 0, 1]], dtype=torch.float64)
+    eyes, targets = torch.tensor([[0.0, 0, 0], [0.5, 0, 0]]), torch.tensor([[0.0, 1, 0], [0.0, 2, 0]])
+    c2w = torch.stack([look_at(e, t) for e, t in zip(eyes, targets)]).double()[None]
+    depth = torch.full((1, 2, 12, 16), 2.0, dtype=torch.float64)
+    world = depth_to_pointmap(depth, K.expand(1, 2, 3, 3), c2w)
+    first = pointmaps_in_first_frame(world, c2w)
+    own0 = depth_to_pointmap(depth[:, 0], K.expand(1, 3, 3))
+    torch.testing.assert_close(first[:, 0], own0)
+    valid = torch.ones(1, 2, 12, 16, dtype=torch.bool)
+    d, p, w2c, scale = normalize_vggt_gt(depth, first, c2w, valid)
+    torch.testing.assert_close(w2c[:, 0], torch.eye(4, dtype=torch.float64)[None])
+    assert p.norm(dim=-1).mean().item() == pytest.approx(1.0, rel=1e-6)
+    torch.testing.assert_close(d * scale.reshape(-1, 1, 1, 1), depth)
+
+
+@pytest.mark.parametrize("name", ["dust3r_tiny", "vggt_tiny"])
+def test_family_loss_decreases_when_overfitting_one_batch(name):
+    import tune3d.recon.vggt  # noqa: F401
+    from tune3d.data.synth import generate_scene
+    from tune3d.recon import create_model
+    from tune3d.recon.train import recon_loss
+
+    torch.manual_seed(0)
+    scene = generate_scene(
+        3,
+        num_views=2,
+        height=32 if name == "dust3r_tiny" else 28,
+        width=48 if name == "dust3r_tiny" else 42,
+        num_points=0,
+    )
+    batch = {
+        "images": torch.stack([torch.from_numpy(f.image()).permute(2, 0, 1).float() / 255 for f in scene])[
+            None
+        ],
+        "depth": torch.stack([torch.from_numpy(f.depth()) for f in scene])[None],
+        "K": torch.from_numpy(scene.intrinsics)[None],
+        "c2w": torch.from_numpy(scene.c2w)[None],
+    }
+    model = create_model(name, allow_random_init=True).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(6):
+        loss = recon_loss(model, model(batch["images"]), batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0]

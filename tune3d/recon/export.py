@@ -1,0 +1,111 @@
+"""Write a :class:`~tune3d.recon.inference.Reconstruction` to disk.
+
+- ``predictions.npz``: ``pts3d`` (S,H,W,3, image 1's camera frame), ``conf`` (S,H,W), ``images`` (S,H,W,3
+  uint8, the model inputs), ``valid`` (S,H,W, False on padding), and where available ``depth``/``depth_conf``
+  (S,H,W, own-frame z), ``c2w`` (S,4,4 OpenCV camera-to-world, image 1 = identity) and ``K`` (S,3,3 pixels).
+- ``points.ply``: the confident points coloured by their pixels (binary PLY; x, y, z float32 and red,
+  green, blue uchar), which MeshLab/CloudCompare/Open3D open.
+- ``cameras.json``: per image ``name``, ``c2w``, ``K``, ``width``, ``height`` and the source of the cameras.
+- ``previews/``: per image the input, its depth (turbo) and confidence (gray) as PNG.
+
+Units are the model's: metres for metric models (MASt3R), an arbitrary common scale otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from tune3d.io import atomic_path, write_json
+
+
+def confidence_mask(conf: np.ndarray, threshold: float, valid: np.ndarray | None = None) -> np.ndarray:
+    """``conf > threshold`` (and finite, and not padding)."""
+    m = np.isfinite(conf) & (conf > threshold)
+    if valid is not None:
+        m &= valid.astype(bool)
+    return m
+
+
+def write_predictions(path: str | os.PathLike, recon, images: np.ndarray, valid: np.ndarray) -> Path:
+    arrays = {"pts3d": recon.pts3d, "conf": recon.conf, "images": images, "valid": valid.astype(bool)}
+    for key in ("depth", "depth_conf", "c2w", "K"):
+        value = getattr(recon, key)
+        if value is not None:
+            arrays[key] = value
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:  # np.savez would append ".npz" to a temporary name without it
+            np.savez_compressed(f, **arrays)
+    return path
+
+
+def write_point_cloud(
+    path: str | os.PathLike,
+    recon,
+    images: np.ndarray,
+    valid: np.ndarray,
+    conf_threshold: float = 3.0,
+) -> int:
+    """Coloured PLY of the points with ``conf > conf_threshold``; returns the number of points written."""
+    from tune3d.data.ply import write_points_ply
+
+    mask = confidence_mask(recon.conf, conf_threshold, valid) & np.isfinite(recon.pts3d).all(-1)
+    write_points_ply(path, recon.pts3d[mask], images[mask])
+    return int(mask.sum())
+
+
+def write_cameras(path: str | os.PathLike, recon, names: list[str], height: int, width: int) -> None:
+    cams = []
+    for i, name in enumerate(names):
+        cam = {"name": name, "width": width, "height": height}
+        if recon.c2w is not None:
+            cam["c2w"] = np.asarray(recon.c2w[i], dtype=np.float64).tolist()
+        if recon.K is not None:
+            cam["K"] = np.asarray(recon.K[i], dtype=np.float64).tolist()
+        cams.append(cam)
+    write_json(path, {"convention": "opencv_c2w", "source": recon.camera_source, "frames": cams})
+
+
+def write_previews(folder: str | os.PathLike, recon, images: np.ndarray, names: list[str]) -> list[Path]:
+    from tune3d.viz.images import colorize, colorize_depth, save_png
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, name in enumerate(names):
+        stem = f"{i:03d}_{name}"
+        written.append(save_png(images[i], folder / f"{stem}_image.png"))
+        depth = recon.depth[i] if recon.depth is not None else recon.pts3d[i, ..., 2]
+        written.append(
+            save_png(colorize_depth(np.where(np.isfinite(depth), depth, 0)), folder / f"{stem}_depth.png")
+        )
+        written.append(save_png(colorize(np.log(recon.conf[i]), cmap="gray"), folder / f"{stem}_conf.png"))
+    return written
+
+
+def export_reconstruction(
+    out: str | os.PathLike,
+    recon,
+    images: np.ndarray,
+    valid: np.ndarray,
+    names: list[str],
+    conf_threshold: float = 3.0,
+    previews: bool = True,
+) -> dict:
+    """Write every output file into ``out``; returns a summary (counts and file names)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    S, H, W = recon.conf.shape
+    write_predictions(out / "predictions.npz", recon, images, valid)
+    n_points = write_point_cloud(out / "points.ply", recon, images, valid, conf_threshold)
+    files = ["predictions.npz", "points.ply"]
+    if recon.c2w is not None or recon.K is not None:
+        write_cameras(out / "cameras.json", recon, names, H, W)
+        files.append("cameras.json")
+    if previews:
+        write_previews(out / "previews", recon, images, names)
+        files.append("previews/")
+    return {"views": S, "height": H, "width": W, "points": n_points, "files": files}
