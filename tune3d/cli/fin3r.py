@@ -1,9 +1,141 @@
-"""CLI commands for the fin3r area (work in progress)."""
+"""``tune3d distill``: Fin3R fine-tuning of a reconstruction model's encoder by monocular distillation."""
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
+
 import typer
+
+from tune3d.errors import Tune3DError
+
+
+def _parse_resolution(text: str | None) -> tuple[int, int] | None:
+    """``"HxW"`` or ``"S"`` (square) -> (H, W); None stays None (the model's default)."""
+    if text is None:
+        return None
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        raise Tune3DError(f"--resolution {text!r}: expected HxW or one size, e.g. 224x224") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) <= 0:
+        raise Tune3DError(f"--resolution {text!r}: expected two positive sizes HxW")
+    return parts[0], parts[1]
+
+
+def distill_cmd(
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Reconstruction model, see `tune3d` recon commands."
+    ),
+    weights: Path | None = typer.Option(None, "--weights", help="Base weights (official .pth/.safetensors)."),
+    teacher: str = typer.Option(
+        ..., "--teacher", help="hf:<id>[?kind=..], moge:<id>, recon:<model>[@weights] or sensor."
+    ),
+    mono: Path = typer.Option(..., "--mono", help="Unlabeled data: an image folder or scene(s)."),
+    replay: Path | None = typer.Option(None, "--replay", help="Labelled scene(s) with depth and poses."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    form: str = typer.Option("renorm", "--form", help="Adapter: renorm | renorm-weight | plain."),
+    rank: int = typer.Option(8, "--rank", min=1),
+    alpha: float = typer.Option(8.0, "--alpha"),
+    lr: float = typer.Option(1e-4, "--lr", help="AdamW learning rate."),
+    weight_decay: float = typer.Option(0.0, "--weight-decay"),
+    schedule: str = typer.Option("cosine", "--schedule", help="cosine | constant."),
+    warmup_steps: int = typer.Option(0, "--warmup-steps", min=0),
+    lam: float = typer.Option(0.2, "--lambda", help="Weight of the -log(confidence) term."),
+    squared: bool = typer.Option(False, "--squared", help="Squared Euclidean error (paper) instead of L2."),
+    replay_ratio: float = typer.Option(0.1, "--replay-ratio", help="Share of multi-view replay samples."),
+    replay_views: int = typer.Option(
+        2, "--replay-views", min=1, help="Views per replay tuple (non-pairwise)."
+    ),
+    replay_stride: int = typer.Option(1, "--replay-stride", min=1, help="Frame stride inside a tuple."),
+    steps: int = typer.Option(1000, "--steps", min=1),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Samples per step (per process)."),
+    resolution: str | None = typer.Option(None, "--resolution", help="HxW, multiples of the patch size."),
+    seed: int = typer.Option(0, "--seed"),
+    save_every: int = typer.Option(500, "--save-every", min=1),
+    log_every: int = typer.Option(10, "--log-every", min=1),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto | no | bf16 | fp16."),
+    num_workers: int = typer.Option(0, "--num-workers", min=0),
+    teacher_cache: Path | None = typer.Option(
+        None, "--teacher-cache", help="Pseudo-label cache folder (default: OUT/teacher_cache)."
+    ),
+    grad_checkpointing: bool = typer.Option(False, "--grad-checkpointing"),
+    diag_images: int = typer.Option(4, "--diag-images", min=1, help="Images for the feature-norm report."),
+    eval_images: int = typer.Option(
+        8, "--eval-images", min=0, help="Images for the before/after depth check."
+    ),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUT's last checkpoint."),
+    allow_random_init: bool = typer.Option(
+        False, "--allow-random-init", help="Allow running without --weights (random base; tests/demos)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Fin3R: train encoder adapters by monocular distillation (decoder and heads frozen).
+
+    Writes OUT/adapter.safetensors, config.yaml, metrics.json, metrics.jsonl, tb/, checkpoints/ and
+    diagnostics/ (encoder feature norms, base vs trained).
+    """
+    from tune3d.fin3r.distill import DistillConfig, distill
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cfg = DistillConfig(
+        form=form,
+        rank=rank,
+        alpha=alpha,
+        lr=lr,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        warmup_steps=warmup_steps,
+        lam=lam,
+        squared=squared,
+        replay_ratio=replay_ratio,
+        replay_views=replay_views,
+        replay_stride=replay_stride,
+        steps=steps,
+        batch_size=batch_size,
+        resolution=_parse_resolution(resolution),
+        seed=seed,
+        save_every=save_every,
+        log_every=log_every,
+        device=device,
+        mixed_precision=mixed_precision,
+        num_workers=num_workers,
+        teacher_cache=None if teacher_cache is None else str(teacher_cache),
+        grad_checkpointing=grad_checkpointing,
+        diag_images=diag_images,
+        eval_images=eval_images,
+        progress=not quiet,
+    )
+    if weights is not None and not weights.is_file() and not weights.is_dir():
+        raise Tune3DError(f"{weights}: weights file not found")
+    metrics = distill(
+        model,
+        weights,
+        teacher,
+        mono,
+        replay,
+        cfg,
+        out,
+        allow_random_init=allow_random_init,
+        resume=resume,
+    )
+    if metrics:
+        loss = metrics["loss"].get("loss", {})
+        norms = metrics.get("feature_norms", {})
+        summary = {
+            "out": str(out),
+            "steps": metrics["steps"],
+            "loss_first": loss.get("first_mean"),
+            "loss_last": loss.get("last_mean"),
+            "mean_norm": {k: round(v["mean_norm"], 4) for k, v in norms.items()},
+        }
+        typer.echo(json.dumps(summary), err=True)
 
 
 def register(app: typer.Typer) -> None:
     """Register this area's commands on the root app."""
+    app.command("distill")(distill_cmd)

@@ -15,20 +15,26 @@ from tune3d.fin3r.adapters import (
     merge_adapters,
     save_adapters,
 )
+from tune3d.fin3r.diagnostics import feature_norm_report
+from tune3d.fin3r.distill import DistillConfig, distill, train_adapters
 from tune3d.fin3r.losses import avg_dis_normalize, conf_distill_loss, pointmap_replay_loss
 from tune3d.fin3r.sampling import ReplayMixDataset, ReplaySampler, replay_collate
 
 __all__ = [
     "FORMS",
+    "DistillConfig",
     "ReplayMixDataset",
     "ReplaySampler",
     "adapter_state_dict",
     "add_adapters",
     "avg_dis_normalize",
     "conf_distill_loss",
+    "distill",
+    "feature_norm_report",
     "load_adapters",
     "merge_adapters",
     "pointmap_replay_loss",
     "replay_collate",
     "save_adapters",
+    "train_adapters",
 ]
