@@ -2,7 +2,8 @@
 
 Building blocks: re-normalisation LoRA adapters (:mod:`.adapters`), monocular teachers (:mod:`.teachers`),
 confidence-weighted losses (:mod:`.losses`) and replay mixing of labelled multi-view data (:mod:`.sampling`).
-Teachers are imported from :mod:`tune3d.fin3r.teachers` explicitly (their backends load lazily).
+The training entry point is ``tune3d.fin3r.distill.distill`` (not re-exported: it would shadow its
+module). Teachers are imported from :mod:`tune3d.fin3r.teachers` explicitly (their backends load lazily).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from tune3d.fin3r.adapters import (
     save_adapters,
 )
 from tune3d.fin3r.diagnostics import feature_norm_report
-from tune3d.fin3r.distill import DistillConfig, distill, train_adapters
+from tune3d.fin3r.distill import DistillConfig, train_adapters
 from tune3d.fin3r.losses import avg_dis_normalize, conf_distill_loss, pointmap_replay_loss
 from tune3d.fin3r.sampling import ReplayMixDataset, ReplaySampler, replay_collate
 
@@ -29,7 +30,6 @@ __all__ = [
     "add_adapters",
     "avg_dis_normalize",
     "conf_distill_loss",
-    "distill",
     "feature_norm_report",
     "load_adapters",
     "merge_adapters",
