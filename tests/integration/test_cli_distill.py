@@ -46,7 +46,7 @@ def _base(scene_dir: Path, out: Path) -> list[str]:
     ]
 
 
-def test_distill_cli_writes_outputs(scene_dir, tmp_path):
+def test_distill_cli_writes_outputs(cli, scene_dir, tmp_path):
     out = tmp_path / "run"
     r = _run(
         *_base(scene_dir, out),
@@ -82,7 +82,7 @@ def test_distill_cli_writes_outputs(scene_dir, tmp_path):
     assert m["mono_depth"]["held_out"] is True
     # a second call resumes the finished run: nothing to do, same adapter
     before = load_safetensors(out / "adapter.safetensors")
-    r = _run(
+    r = cli(
         *_base(scene_dir, out),
         "--teacher",
         "sensor",
@@ -104,7 +104,7 @@ def test_distill_cli_writes_outputs(scene_dir, tmp_path):
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
-def _one_line_error(r: subprocess.CompletedProcess, *words: str) -> None:
+def _one_line_error(r, *words: str) -> None:
     assert r.returncode == 2, (r.returncode, r.stderr)
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("tune3d: error:"), r.stderr
@@ -112,47 +112,44 @@ def _one_line_error(r: subprocess.CompletedProcess, *words: str) -> None:
         assert w in lines[0], lines[0]
 
 
-def test_unknown_teacher(scene_dir, tmp_path):
+# The error cases run in-process (the `cli` fixture): same exit code and message handling as the console
+# script, without paying a subprocess's torch/peft imports for each of them.
+
+
+def test_unknown_teacher(cli, scene_dir, tmp_path):
     _one_line_error(
-        _run(*_base(scene_dir, tmp_path / "o"), "--teacher", "oracle:x", "--replay-ratio", "0"),
+        cli(*_base(scene_dir, tmp_path / "o"), "--teacher", "oracle:x", "--replay-ratio", "0"),
         "unknown teacher",
     )
 
 
-def test_missing_data(scene_dir, tmp_path):
+def test_missing_data(cli, scene_dir, tmp_path):
     _one_line_error(
-        _run(*_base(tmp_path / "nowhere", tmp_path / "o"), "--teacher", "sensor", "--replay-ratio", "0"),
+        cli(*_base(tmp_path / "nowhere", tmp_path / "o"), "--teacher", "sensor", "--replay-ratio", "0"),
         "nowhere",
     )
-    _one_line_error(_run(*_base(scene_dir, tmp_path / "o"), "--teacher", "sensor"), "--replay")
+    _one_line_error(cli(*_base(scene_dir, tmp_path / "o"), "--teacher", "sensor"), "--replay")
 
 
-def test_sensor_teacher_needs_depth(tmp_path):
+def test_sensor_teacher_needs_depth(cli, tmp_path):
     from PIL import Image
 
     imgs = tmp_path / "imgs"
     imgs.mkdir()
     Image.new("RGB", (64, 48), (10, 20, 30)).save(imgs / "a.png")
-    _one_line_error(_run(*_base(imgs, tmp_path / "o"), "--teacher", "sensor", "--replay-ratio", "0"), "depth")
+    _one_line_error(cli(*_base(imgs, tmp_path / "o"), "--teacher", "sensor", "--replay-ratio", "0"), "depth")
 
 
-def test_model_without_encoder_pattern(scene_dir, tmp_path):
-    code = (
-        "import sys\n"
-        "from tune3d.recon.registry import register_model\n"
-        "from tune3d.recon.croco.dust3r import DUSt3R, TINY\n"
-        "class NoPattern(DUSt3R):\n"
-        "    encoder_qkv_pattern = ''\n"
-        "register_model('nopattern_tiny', 'dust3r', official=False)(lambda **kw: NoPattern(TINY))\n"
-        "from tune3d.cli import main\n"
-        "main(sys.argv[1:])\n"
-    )
+def test_model_without_encoder_pattern(cli, scene_dir, tmp_path, monkeypatch):
+    from tune3d.recon import registry
+    from tune3d.recon.croco.dust3r import TINY, DUSt3R
+
+    class NoPattern(DUSt3R):
+        encoder_qkv_pattern = ""
+
+    registry.list_models()  # load the families before adding to the registry
+    entry = registry.ModelEntry("nopattern_tiny", "dust3r", lambda **kw: NoPattern(TINY), official=False)
+    monkeypatch.setitem(registry._REGISTRY, "nopattern_tiny", entry)
     args = _base(scene_dir, tmp_path / "o")
     args[args.index("dust3r_tiny")] = "nopattern_tiny"
-    r = subprocess.run(
-        [sys.executable, "-c", code, *args, "--teacher", "sensor", "--replay-ratio", "0"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    _one_line_error(r, "encoder qkv pattern")
+    _one_line_error(cli(*args, "--teacher", "sensor", "--replay-ratio", "0"), "encoder qkv pattern")
