@@ -7,12 +7,17 @@ import subprocess
 import sys
 
 import numpy as np
+from conftest import run_cli_inprocess
 
 
-def run(*args, check=True):
-    r = subprocess.run(
-        [sys.executable, "-m", "tune3d", "data", *map(str, args)], capture_output=True, text=True
-    )
+def run(*args, check=True, subprocess_run=False):
+    """``tune3d data ARGS``: in-process by default (see conftest), as a real subprocess when asked."""
+    if subprocess_run:
+        r = subprocess.run(
+            [sys.executable, "-m", "tune3d", "data", *map(str, args)], capture_output=True, text=True
+        )
+    else:
+        r = run_cli_inprocess("data", *args)
     if check:
         assert r.returncode == 0, r.stderr
     return r
@@ -20,7 +25,21 @@ def run(*args, check=True):
 
 def test_synth_info_convert(tmp_path):
     out = tmp_path / "syn"
-    r = run("synth", out, "--scenes", 2, "--views", 3, "--resolution", "24x32", "--seed", 5, "--points", 300)
+    r = run(
+        "synth",
+        out,
+        "--scenes",
+        2,
+        "--views",
+        3,
+        "--resolution",
+        "24x32",
+        "--seed",
+        5,
+        "--points",
+        300,
+        subprocess_run=True,
+    )
     assert "wrote 2 scene(s)" in r.stdout
     infos = [json.loads(line) for line in run("info", out, "--json").stdout.splitlines()]
     assert [i["name"] for i in infos] == ["scene_000", "scene_001"]

@@ -86,8 +86,8 @@ def test_features_pad_mode_and_resolution(seven_scenes, tmp_path):
         (["-b", "dinov2_vits14_tiny"], "--allow-random-init"),
     ],
 )
-def test_features_errors_are_one_line(seven_scenes, tmp_path, extra, message):
-    r = run("features", str(seven_scenes), *extra, "--frames", "0", "--out", str(tmp_path / "o"))
+def test_features_errors_are_one_line(cli, seven_scenes, tmp_path, extra, message):
+    r = cli("features", str(seven_scenes), *extra, "--frames", "0", "--out", str(tmp_path / "o"))
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
     assert r.stderr.strip().startswith("tune3d: error:") and len(r.stderr.strip().splitlines()) == 1
