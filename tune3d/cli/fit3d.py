@@ -1,9 +1,129 @@
-"""CLI commands for the fit3d area (work in progress)."""
+"""CLI: ``tune3d finetune`` (FiT3D stage II: 3D-aware fine-tuning of a backbone on lifted scenes)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from tune3d.errors import Tune3DError
+
+
+def _parse_resolution(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise Tune3DError(f"--resolution {text!r}: expected HxW, e.g. 584x876") from None
+    if h <= 0 or w <= 0:
+        raise Tune3DError(f"--resolution {text!r}: sizes must be positive")
+    return h, w
+
+
+def finetune_cmd(
+    lifted: list[Path] = typer.Option(
+        ..., "--lifted", "-l", help="Lifted scene folder (repeatable), or a folder of lifted scenes."
+    ),
+    backbone: str = typer.Option(..., "--backbone", "-b", help="Registry name, see `tune3d backbones`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (resumes from its checkpoints)."),
+    weights: Path | None = typer.Option(None, "--weights", help="Base weights (.pth/.safetensors/tune3d)."),
+    allow_random_init: bool = typer.Option(
+        False, "--allow-random-init", help="Start from random weights when none can be loaded (tests)."
+    ),
+    val_lifted: list[Path] = typer.Option(
+        [], "--val-lifted", help="Held-out lifted scene(s) for the validation loss (repeatable)."
+    ),
+    config: Path | None = typer.Option(None, "--config", help="YAML with FinetuneConfig fields (flags win)."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Passes over all views [1]."),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Stop after this many steps."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Per process [2]."),
+    lr: float | None = typer.Option(None, "--lr", help="AdamW learning rate [1e-5]."),
+    weight_decay: float | None = typer.Option(None, "--weight-decay", help="AdamW weight decay [1e-4]."),
+    grad_clip: float | None = typer.Option(None, "--grad-clip", help="Max grad norm, 0 = off [0.1]."),
+    lr_schedule: str | None = typer.Option(None, "--lr-schedule", help="constant | cosine [constant]."),
+    warmup_steps: int | None = typer.Option(None, "--warmup-steps", min=0),
+    flip_p: float | None = typer.Option(None, "--flip-p", help="Horizontal flip probability [0.5]."),
+    views: str | None = typer.Option(None, "--views", help="train | all (adds the lift's held-out views)."),
+    resolution: str | None = typer.Option(None, "--resolution", help="Render/train at HxW [lift's]."),
+    resize: str | None = typer.Option(None, "--resize", help="To a patch multiple: floor | resize | pad."),
+    mask: str | None = typer.Option(None, "--mask", help="Target mask: alpha | binary | none [alpha]."),
+    val_max_views: int | None = typer.Option(None, "--val-max-views", min=1, help="Per validation scene."),
+    checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", min=1),
+    log_every: int | None = typer.Option(None, "--log-every", min=1),
+    cache_mb: float | None = typer.Option(None, "--cache-mb", help="Memory budget of loaded Gaussians (MB)."),
+    seed: int | None = typer.Option(None, "--seed"),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
+    mixed_precision: str | None = typer.Option(None, "--mixed-precision", help="auto | no | bf16 | fp16."),
+    raster_backend: str | None = typer.Option(None, "--raster-backend", help="auto | torch | gsplat."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+) -> None:
+    """Fine-tune a 2D backbone on features rendered from lifted scenes (FiT3D stage II) and export it.
+
+    Runs on CPU, one GPU, or many processes: `accelerate launch [--multi_gpu --num_processes N] -m tune3d
+    finetune ...` or `torchrun --nproc_per_node N -m tune3d finetune ...` (per-process batch x N = global).
+    """
+    import dataclasses
+
+    from tune3d.config import from_dict
+    from tune3d.fit3d.finetune import FinetuneConfig, finetune
+
+    base: dict = {}
+    if config is not None:
+        import yaml
+
+        if not config.is_file():
+            raise Tune3DError(f"{config}: config file not found")
+        data = yaml.safe_load(config.read_text()) or {}
+        names = {f.name for f in dataclasses.fields(FinetuneConfig)}
+        base = {k: v for k, v in data.items() if k in names}  # a run's config.yaml also lists its inputs
+    flags = dict(
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        grad_clip=grad_clip,
+        lr_schedule=lr_schedule,
+        warmup_steps=warmup_steps,
+        flip_p=flip_p,
+        views=views,
+        resolution=_parse_resolution(resolution),
+        resize=resize,
+        mask=mask,
+        val_max_views=val_max_views,
+        checkpoint_every=checkpoint_every,
+        log_every=log_every,
+        cache_mb=cache_mb,
+        seed=seed,
+        device=device,
+        mixed_precision=mixed_precision,
+        raster_backend=raster_backend,
+    )
+    base.update({k: v for k, v in flags.items() if v is not None})
+    if no_progress:
+        base["progress"] = False
+    cfg = from_dict(FinetuneConfig, base, source=str(config) if config else "finetune options")
+    metrics = finetune(
+        lifted,
+        backbone,
+        cfg,
+        out,
+        weights=weights,
+        allow_random_init=allow_random_init,
+        val_lifted_dirs=val_lifted,
+    )
+    import os
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        before, after = metrics["val_loss_before"], metrics["val_loss_after"]
+        val = f", val {before:.4f} -> {after:.4f}" if before is not None and after is not None else ""
+        typer.echo(
+            f"finetune: {metrics['steps']} steps, train loss {metrics['train_loss_first']:.4f} -> "
+            f"{metrics['train_loss_last']:.4f}{val}; wrote {out / 'backbone.safetensors'}"
+        )
 
 
 def register(app: typer.Typer) -> None:
     """Register this area's commands on the root app."""
+    app.command("finetune")(finetune_cmd)
