@@ -201,26 +201,6 @@ def synth_dataset(
     return paths
 
 
-def _colorize_labels(labels: np.ndarray) -> np.ndarray:
-    rng = np.random.default_rng(12345)
-    lut = rng.integers(40, 255, (256, 3)).astype(np.uint8)
-    lut[255] = 0
-    return lut[np.clip(labels, 0, 255)]
-
-
-def _colorize_depth(depth: np.ndarray, vmax: float) -> np.ndarray:
-    """Near = yellow, far = dark blue (piecewise-linear map through a few anchor colours)."""
-    anchors = np.array(
-        [[253, 231, 37], [94, 201, 98], [33, 145, 140], [59, 82, 139], [68, 1, 84]], np.float32
-    )
-    x = np.clip(depth / vmax, 0, 1) * (len(anchors) - 1)
-    i = np.minimum(x.astype(np.int64), len(anchors) - 2)
-    f = (x - i)[..., None]
-    rgb = anchors[i] * (1 - f) + anchors[i + 1] * f
-    rgb[depth <= 0] = 0
-    return rgb.astype(np.uint8)
-
-
 def contact_sheet(
     out: str | Path,
     seeds: Sequence[int] = (0, 1),
@@ -233,6 +213,7 @@ def contact_sheet(
     from PIL import Image
 
     from tune3d.io import atomic_path
+    from tune3d.viz.images import colorize_depth, colorize_labels
 
     rows = []
     for seed in seeds:
@@ -244,8 +225,8 @@ def contact_sheet(
             r = render_view(room, poses[k], K, height, width)
             tiles = [
                 r["image"],
-                _colorize_depth(r["depth"], 7.0),
-                _colorize_labels(r["semantics"]),
+                colorize_depth(r["depth"], vmin=0.0, vmax=7.0),
+                colorize_labels(r["semantics"]),
                 ((r["normals"] * 0.5 + 0.5) * 255).astype(np.uint8),
             ]
             rows.append(
