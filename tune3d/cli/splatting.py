@@ -45,9 +45,12 @@ def lift_cmd(
     ),
     iters: int = typer.Option(1000, "--iters", min=1, help="Optimisation steps per scene."),
     latent_dim: int = typer.Option(64, "--latent-dim", min=1, help="Per-Gaussian latent feature size."),
-    max_gaussians: int = typer.Option(30_000, "--max-gaussians", min=0, help="Densification cap (0 = none)."),
+    max_gaussians: int = typer.Option(20_000, "--max-gaussians", min=0, help="Densification cap (0 = none)."),
     init_points: int = typer.Option(
         20_000, "--init-points", min=1, help="Initial point cloud size (at most)."
+    ),
+    max_eval_views: int = typer.Option(
+        25, "--max-eval-views", min=0, help="Held-out views scored, evenly spaced (0 = all)."
     ),
     seed: int = typer.Option(0, "--seed"),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=0, help="Steps between checkpoints."),
@@ -103,6 +106,7 @@ def lift_cmd(
         progress=not quiet,
         init_points=init_points,
         max_gaussians=max_gaussians,
+        max_eval_views=max_eval_views,
     )
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
     from tune3d.backbones import create_backbone
