@@ -1,9 +1,159 @@
-"""CLI commands for the probe area (work in progress)."""
+"""CLI: ``tune3d probe``: linear segmentation / depth probes of original, fine-tuned or assembled features."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from tune3d.errors import Tune3DError
+
+
+def parse_resolution(text: str | None, flag: str = "--resolution") -> list[int] | None:
+    """``"HxW"`` -> ``[H, W]`` (``None`` passes through)."""
+    if not text:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise Tune3DError(f"{flag} {text!r}: expected HxW, e.g. 480x640") from None
+    if h <= 0 or w <= 0:
+        raise Tune3DError(f"{flag} {text!r}: sizes must be positive")
+    return [h, w]
+
+
+def scene_samples(path: str | Path, task: str, frames: str | None = None) -> tuple[Any, list[Any]]:
+    """Probe samples of one scene or a folder of scenes: ``(samples, scenes)``.
+
+    ``frames`` (``"A:B[:STEP]"``) selects frames of every scene. The samples are the concatenation of one
+    :class:`~tune3d.probe.SceneSamples` per scene (read lazily). A scene without the task's targets is a
+    one-line error naming it.
+    """
+    from torch.utils.data import ConcatDataset
+
+    from tune3d.data import load_scenes, parse_frame_range
+    from tune3d.probe import SceneSamples
+
+    scenes = load_scenes(path)
+    parts = []
+    for scene in scenes:
+        if task == "semseg" and not scene.has_semantics:
+            raise Tune3DError(
+                f"{scene.path or path}: scene has no semantic labels; a semseg probe needs labelled frames "
+                "(use --task depth)"
+            )
+        idx = parse_frame_range(frames, len(scene)) if frames else None
+        if idx is not None and not idx:
+            raise Tune3DError(f"{scene.path or path}: frame range {frames!r} selects no frames")
+        parts.append(SceneSamples(scene, task, idx))
+    return (parts[0] if len(parts) == 1 else ConcatDataset(parts)), scenes
+
+
+def class_names_of(scenes: list[Any]) -> list[str] | None:
+    """The scenes' shared class names (``None`` when absent or when scenes disagree)."""
+    names = [tuple(s.class_names) for s in scenes if getattr(s, "class_names", None)]
+    if not names or len(set(names)) != 1 or len(names) != len(scenes):
+        return None
+    return list(names[0])
+
+
+def probe_cmd(
+    task: str = typer.Option(..., "--task", "-t", help="semseg | depth."),
+    backbone: str = typer.Option(..., "--backbone", "-b", help="Registry name, see `tune3d backbones`."),
+    train: Path = typer.Option(..., "--train", help="Scene or folder of scenes to train the probe on."),
+    test: Path = typer.Option(..., "--test", help="Scene or folder of scenes to evaluate on."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (metrics.json, head, predictions)."),
+    mode: str = typer.Option(
+        "original", "--mode", "-m", help="original | finetuned | assembled | duplicated."
+    ),
+    weights: Path | None = typer.Option(
+        None, "--weights", help="Original weights (.pth/.safetensors/tune3d)."
+    ),
+    finetuned: Path | None = typer.Option(
+        None, "--finetuned", help="Fine-tuned weights (tune3d finetune output or FiT3D *_finetuned.pth)."
+    ),
+    allow_random_init: bool = typer.Option(
+        False, "--allow-random-init", help="Random original weights when none can be loaded (tests)."
+    ),
+    train_frames: str | None = typer.Option(None, "--train-frames", help="Frames A:B[:STEP] of --train."),
+    test_frames: str | None = typer.Option(None, "--test-frames", help="Frames A:B[:STEP] of --test."),
+    iters: int | None = typer.Option(None, "--iters", min=1, help="Probe training iterations [4000]."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Probe batch size [8]."),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate [seg 1e-3, depth 1e-4]."),
+    resolution: str | None = typer.Option(
+        None, "--resolution", help="Resize images (and targets) to HxW before the backbone [native]."
+    ),
+    max_depth: float | None = typer.Option(
+        None, "--max-depth", help="Depth bins up to this many metres [10]."
+    ),
+    cache_features: bool = typer.Option(
+        False, "--cache-features", help="Keep the features under OUT/cache and reuse them on a rerun."
+    ),
+    seed: int | None = typer.Option(None, "--seed"),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
+) -> None:
+    """Train and evaluate a linear probe (DINOv2/FiT3D protocol) on frozen backbone features.
+
+    Modes: `original` (the base model), `finetuned` (the --finetuned model alone), `assembled` (both,
+    concatenated: FiT3D's test-time assembly) and `duplicated` (the original twice: the doubled-width
+    control).
+    """
+    from tune3d.fit3d.assembly import ASSEMBLY_MODES, build_assembled
+    from tune3d.probe import TASKS, ProbeConfig, run_probe
+
+    if task not in TASKS:
+        raise Tune3DError(f"--task {task!r}: choose one of {', '.join(TASKS)}")
+    if mode not in ASSEMBLY_MODES:
+        raise Tune3DError(f"--mode {mode!r}: choose one of {', '.join(ASSEMBLY_MODES)}")
+    for flag, p in (("--train", train), ("--test", test)):
+        if not p.exists():
+            raise Tune3DError(f"{p}: {flag} data not found")
+    # data first: a missing label set fails before any model is built
+    train_samples, train_scenes = scene_samples(train, task, train_frames)
+    test_samples, test_scenes = scene_samples(test, task, test_frames)
+    cfg = ProbeConfig(image_size=parse_resolution(resolution), cache_features=cache_features)
+    for name, value in (
+        ("iters", iters),
+        ("batch_size", batch_size),
+        ("lr", lr),
+        ("max_depth", max_depth),
+        ("seed", seed),
+        ("device", device),
+    ):
+        if value is not None:
+            setattr(cfg, name, value)
+    cfg.progress = not no_progress
+    dev = None if cfg.device == "auto" else cfg.device
+    model = build_assembled(
+        backbone,
+        weights=str(weights) if weights else None,
+        finetuned=str(finetuned) if finetuned else None,
+        mode=mode,
+        allow_random_init=allow_random_init,
+        device=dev,
+    )
+    class_names = class_names_of(train_scenes) if task == "semseg" else None
+    run_info = {
+        "command": "probe",
+        "train": str(train),
+        "test": str(test),
+        "train_frames": train_frames,
+        "test_frames": test_frames,
+    }
+    metrics = run_probe(
+        task, model, train_samples, test_samples, cfg, out, class_names=class_names, run_info=run_info
+    )
+    if task == "semseg":
+        summary = f"mIoU {metrics['mIoU']:.4f}, mAcc {metrics['mAcc']:.4f}, aAcc {metrics['aAcc']:.4f}"
+    else:
+        summary = (
+            f"rmse {metrics['rmse']:.4f}, abs_rel {metrics['abs_rel']:.4f}, delta1 {metrics['delta1']:.4f}"
+        )
+    typer.echo(f"probe {task} [{mode}] {backbone}: {summary}; wrote {out / 'metrics.json'}")
 
 
 def register(app: typer.Typer) -> None:
     """Register this area's commands on the root app."""
+    app.command("probe")(probe_cmd)
