@@ -16,29 +16,10 @@ import torch
 from tune3d.demo import DemoConfig, StageLog, drop_checkpoints, metrics_done
 from tune3d.demo.fit3d import HELDOUT_SEED_OFFSET, synth_split
 from tune3d.errors import Tune3DError, WeightsUnavailableError
+from tune3d.hub import hub_model_available
 
 FORMS = ("plain", "renorm")
 MONO_SEED_OFFSET = 2 * HELDOUT_SEED_OFFSET
-
-
-def hub_model_available(repo_id: str, timeout: float = 3.0) -> tuple[bool, str]:
-    """Whether a Hugging Face model can be loaded now: in the local cache, or the hub answers one request
-    within ``timeout`` seconds. ``transformers`` itself retries an unreachable hub with back-off for about
-    two minutes, which an offline demo should not wait for."""
-    import os
-
-    from huggingface_hub import constants, try_to_load_from_cache
-    from huggingface_hub.utils import get_session
-
-    if any(isinstance(try_to_load_from_cache(repo_id, f), str) for f in ("config.json", "model.pt")):
-        return True, "cached"
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False, "not in the local cache and HF_HUB_OFFLINE is set"
-    try:
-        r = get_session().head(f"{constants.ENDPOINT}/api/models/{repo_id}", timeout=timeout)
-    except Exception as e:  # DNS, connection, timeout: all mean "not now"
-        return False, f"hub unreachable ({type(e).__name__})"
-    return (r.status_code < 400, f"hub answered HTTP {r.status_code}")
 
 
 def resolve_teacher(cfg: DemoConfig, log: StageLog) -> str:

@@ -170,6 +170,14 @@ class HFDepthTeacher(Teacher):
 
         if _looks_local(model_id) and not Path(model_id).expanduser().is_dir():
             raise Tune3DError(f"{model_id}: teacher model folder not found")
+        if not Path(model_id).expanduser().is_dir():
+            from tune3d.hub import hub_model_available
+
+            ok, why = hub_model_available(model_id)
+            if not ok:
+                raise WeightsUnavailableError(
+                    f"hf:{model_id}: cannot fetch depth model ({why}); use a local folder or --teacher sensor"
+                )
         try:
             self.processor = AutoImageProcessor.from_pretrained(model_id)
             self.model = AutoModelForDepthEstimation.from_pretrained(model_id).eval()

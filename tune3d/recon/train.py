@@ -245,7 +245,7 @@ def train_recon(cfg: TrainReconConfig, model=None) -> dict:
     from tune3d.engine import CheckpointManager, RunLogger, make_accelerator, seed_everything, step_generator
     from tune3d.io import write_json
     from tune3d.recon import create_model
-    from tune3d.recon.inference import model_input_size
+    from tune3d.recon.inference import default_size, model_family, model_input_size
 
     if cfg.views < 1 or cfg.steps < 0 or cfg.batch_size < 1:
         raise Tune3DError(
@@ -260,8 +260,13 @@ def train_recon(cfg: TrainReconConfig, model=None) -> dict:
         raise Tune3DError(f"{cfg.model} is a pairwise model: --views must be 2, got {cfg.views}")
     scenes = load_training_scenes(cfg.data)
     if cfg.resolution is None:
+        # The frames' own size rounded to patch multiples, never above the model's native input: the
+        # official 512/518 px would upsample small training frames for nothing.
         f0 = scenes[0][0]
-        cfg.resolution = model_input_size(model, f0.height, f0.width)
+        p = model.patch_size
+        native = f0.width if model_family(model) == "vggt" else max(f0.height, f0.width)
+        size = min(default_size(model), max(p, round(native / p) * p))
+        cfg.resolution = model_input_size(model, f0.height, f0.width, size)
     H, W = cfg.resolution
     if H % model.patch_size or W % model.patch_size:
         raise Tune3DError(f"--resolution {H}x{W} must be a multiple of the patch size {model.patch_size}")
@@ -314,9 +319,9 @@ def train_recon(cfg: TrainReconConfig, model=None) -> dict:
         history.append(float(loss.detach()))
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
-            scalars = {k: float(v) for k, v in logs.items() if v.numel() == 1}
+            scalars = {k: float(v.detach()) for k, v in logs.items() if v.numel() == 1}
             logger.log(done, lr=scheduler.get_last_lr()[0], **scalars)
-            bar.set_postfix(loss=f"{float(loss):.4f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         if accelerator.is_main_process and (done % cfg.save_every == 0 or done == cfg.steps):
             ckpt.save(
                 done,
