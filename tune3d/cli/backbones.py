@@ -6,19 +6,8 @@ from pathlib import Path
 
 import typer
 
+from tune3d.cli._args import parse_hw
 from tune3d.errors import Tune3DError
-
-
-def _parse_resolution(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise Tune3DError(f"--resolution {text!r}: expected HxW, e.g. 480x640") from None
-    if h <= 0 or w <= 0:
-        raise Tune3DError(f"--resolution {text!r}: sizes must be positive")
-    return h, w
 
 
 def _parse_layers(text: str | None) -> list[int] | None:
@@ -91,7 +80,7 @@ def features_cmd(
         raise Tune3DError(f"--resize {resize!r}: choose one of {', '.join(RESIZE_MODES)}")
     if dtype not in ("float32", "float16"):
         raise Tune3DError(f"--dtype {dtype!r}: choose float32 or float16")
-    size = _parse_resolution(resolution)
+    size = parse_hw(resolution)
     layer_ids = _parse_layers(layers)
     sc = load_scene(scene)
     indices = parse_frame_range(frames, len(sc)) if frames else list(range(len(sc)))

@@ -7,20 +7,9 @@ from pathlib import Path
 
 import typer
 
-from tune3d.errors import Tune3DError
+from tune3d.cli._args import parse_hw
 
 data_app = typer.Typer(help="Scenes: synthesize, inspect, convert.", no_args_is_help=True)
-
-
-def parse_resolution(text: str) -> tuple[int, int]:
-    """``"HxW"`` -> (H, W)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise Tune3DError(f"resolution {text!r}: expected HxW, e.g. 240x320") from None
-    if h <= 0 or w <= 0:
-        raise Tune3DError(f"resolution {text!r}: must be positive")
-    return h, w
 
 
 def scene_info(scene) -> dict:
@@ -64,7 +53,7 @@ def synth(
 
     from tune3d.data.synth import CLASS_NAMES, synth_dataset
 
-    H, W = parse_resolution(resolution)
+    H, W = parse_hw(resolution)
     t0 = time.perf_counter()
     paths = synth_dataset(
         out, scenes, views, (H, W), seed, num_points=points, overwrite=overwrite, progress=True
@@ -117,7 +106,7 @@ def convert(
     if frames:
         scene = scene.subset(frames)
     if resolution:
-        scene = scene.resized(*parse_resolution(resolution))
+        scene = scene.resized(*parse_hw(resolution))
     write_scene(scene, out, overwrite=overwrite, depth_format=depth_format, progress=True)
     typer.echo(f"wrote {len(scene)} frames of {scene.name} [{scene.format}] to {out}")
 

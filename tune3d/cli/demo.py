@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from tune3d.cli._args import parse_hw
 from tune3d.demo import DemoConfig as _D  # light: the demo's heavy imports happen inside run_demo
 from tune3d.errors import Tune3DError
 
@@ -45,14 +46,6 @@ def _summary_lines(report: dict) -> list[str]:
         )
         lines.append(f"  ({fin['seconds']:.0f} s)")
     return lines
-
-
-def _parse_resolution(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise Tune3DError(f"--resolution {text!r}: expected HxW, e.g. 96x128") from None
-    return h, w
 
 
 def demo_cmd(
@@ -125,7 +118,7 @@ def demo_cmd(
         heldout_scenes=heldout_scenes,
         mono_scenes=mono_scenes,
         views=views,
-        resolution=_parse_resolution(resolution),
+        resolution=parse_hw(resolution),
         backbone=backbone,
         weights=str(weights) if weights else None,
         lift_iters=lift_iters,

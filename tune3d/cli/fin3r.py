@@ -8,22 +8,8 @@ from pathlib import Path
 
 import typer
 
+from tune3d.cli._args import parse_hw
 from tune3d.errors import Tune3DError
-
-
-def _parse_resolution(text: str | None) -> tuple[int, int] | None:
-    """``"HxW"`` or ``"S"`` (square) -> (H, W); None stays None (the model's default)."""
-    if text is None:
-        return None
-    try:
-        parts = [int(v) for v in text.lower().split("x")]
-    except ValueError:
-        raise Tune3DError(f"--resolution {text!r}: expected HxW or one size, e.g. 224x224") from None
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or min(parts) <= 0:
-        raise Tune3DError(f"--resolution {text!r}: expected two positive sizes HxW")
-    return parts[0], parts[1]
 
 
 def distill_cmd(
@@ -97,7 +83,7 @@ def distill_cmd(
         replay_stride=replay_stride,
         steps=steps,
         batch_size=batch_size,
-        resolution=_parse_resolution(resolution),
+        resolution=parse_hw(resolution),
         seed=seed,
         save_every=save_every,
         log_every=log_every,

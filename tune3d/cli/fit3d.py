@@ -6,19 +6,8 @@ from pathlib import Path
 
 import typer
 
+from tune3d.cli._args import parse_hw
 from tune3d.errors import Tune3DError
-
-
-def _parse_resolution(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise Tune3DError(f"--resolution {text!r}: expected HxW, e.g. 584x876") from None
-    if h <= 0 or w <= 0:
-        raise Tune3DError(f"--resolution {text!r}: sizes must be positive")
-    return h, w
 
 
 def finetune_cmd(
@@ -88,7 +77,7 @@ def finetune_cmd(
         warmup_steps=warmup_steps,
         flip_p=flip_p,
         views=views,
-        resolution=_parse_resolution(resolution),
+        resolution=parse_hw(resolution),
         resize=resize,
         mask=mask,
         val_max_views=val_max_views,

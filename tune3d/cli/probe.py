@@ -7,20 +7,12 @@ from typing import Any
 
 import typer
 
+from tune3d.cli._args import parse_hw
 from tune3d.errors import Tune3DError
 
 
-def parse_resolution(text: str | None, flag: str = "--resolution") -> list[int] | None:
-    """``"HxW"`` -> ``[H, W]`` (``None`` passes through)."""
-    if not text:
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise Tune3DError(f"{flag} {text!r}: expected HxW, e.g. 480x640") from None
-    if h <= 0 or w <= 0:
-        raise Tune3DError(f"{flag} {text!r}: sizes must be positive")
-    return [h, w]
+def _as_list(hw: tuple[int, int] | None) -> list[int] | None:
+    return None if hw is None else list(hw)
 
 
 def scene_samples(path: str | Path, task: str, frames: str | None = None) -> tuple[Any, list[Any]]:
@@ -113,7 +105,7 @@ def probe_cmd(
     # data first: a missing label set fails before any model is built
     train_samples, train_scenes = scene_samples(train, task, train_frames)
     test_samples, test_scenes = scene_samples(test, task, test_frames)
-    cfg = ProbeConfig(image_size=parse_resolution(resolution), cache_features=cache_features)
+    cfg = ProbeConfig(image_size=_as_list(parse_hw(resolution)), cache_features=cache_features)
     for name, value in (
         ("iters", iters),
         ("batch_size", batch_size),

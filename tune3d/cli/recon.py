@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from tune3d.cli._args import parse_hw
 from tune3d.errors import Tune3DError
 
 
@@ -45,18 +46,6 @@ def _build(
         load_adapters(net, adapter)
         net.eval()
     return name, net
-
-
-def _resolution(value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    try:
-        h, w = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise Tune3DError(f"--resolution {value!r}: expected HxW, e.g. 224x320") from None
-    if h <= 0 or w <= 0:
-        raise Tune3DError(f"--resolution {value!r}: sizes must be positive")
-    return h, w
 
 
 def register(app: typer.Typer) -> None:
@@ -155,7 +144,7 @@ def register(app: typer.Typer) -> None:
             weights=str(weights) if weights else None,
             allow_random_init=allow_random_init,
             views=views,
-            resolution=_resolution(resolution),
+            resolution=parse_hw(resolution),
             steps=steps,
             batch_size=batch_size,
             lr=lr,

@@ -6,19 +6,8 @@ from pathlib import Path
 
 import typer
 
+from tune3d.cli._args import parse_hw
 from tune3d.errors import Tune3DError
-
-
-def _parse_hw(text: str | None, option: str) -> tuple[int, int] | None:
-    if not text:
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise Tune3DError(f"{option} {text!r}: expected HxW, e.g. 120x160") from None
-    if h <= 0 or w <= 0:
-        raise Tune3DError(f"{option} {text!r}: sizes must be positive")
-    return h, w
 
 
 def lift_cmd(
@@ -94,8 +83,8 @@ def lift_cmd(
     cfg = LiftConfig(
         iters=iters,
         latent_dim=latent_dim,
-        resolution=_parse_hw(resolution, "--resolution"),
-        feature_resolution=_parse_hw(feature_resolution, "--feature-resolution"),
+        resolution=parse_hw(resolution, "--resolution"),
+        feature_resolution=parse_hw(feature_resolution, "--feature-resolution"),
         frames=frames,
         holdout_every=holdout_every,
         seed=seed,
