@@ -57,6 +57,17 @@ def write_point_cloud(
     return int(mask.sum())
 
 
+def write_point_cloud_preview(
+    path: str | os.PathLike, recon, images: np.ndarray, valid: np.ndarray, conf_threshold: float = 3.0
+) -> Path:
+    """PNG of the confidence-filtered coloured point cloud from an oblique virtual camera."""
+    from tune3d.viz.images import save_png
+    from tune3d.viz.points import render_points
+
+    mask = confidence_mask(recon.conf, conf_threshold, valid) & np.isfinite(recon.pts3d).all(-1)
+    return save_png(render_points(recon.pts3d[mask], images[mask]), path)
+
+
 def write_cameras(path: str | os.PathLike, recon, names: list[str], height: int, width: int) -> None:
     cams = []
     for i, name in enumerate(names):
@@ -107,5 +118,6 @@ def export_reconstruction(
         files.append("cameras.json")
     if previews:
         write_previews(out / "previews", recon, images, names)
+        write_point_cloud_preview(out / "previews" / "points.png", recon, images, valid, conf_threshold)
         files.append("previews/")
     return {"views": S, "height": H, "width": W, "points": n_points, "files": files}
