@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 
 def tune3d(*args: str) -> subprocess.CompletedProcess:
@@ -58,7 +59,9 @@ def test_reconstruct_writes_valid_files(synth, model, size):
     cams = json.loads((out / "cameras.json").read_text())
     assert len(cams["frames"]) == 3
     np.testing.assert_allclose(cams["frames"][0]["c2w"], np.eye(4), atol=1e-5)
-    assert len(list((out / "previews").glob("*.png"))) == 9
+    assert len(list((out / "previews").glob("*.png"))) == 3 * 3 + 1  # image/depth/conf per view + cloud
+    cloud = np.asarray(Image.open(out / "previews" / "points.png"))
+    assert cloud.shape[-1] == 3 and (cloud != 255).any()  # something was drawn
 
 
 @pytest.mark.parametrize(
