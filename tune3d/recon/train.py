@@ -340,7 +340,7 @@ def train_recon(cfg: TrainReconConfig, model=None) -> dict:
         "views": cfg.views,
         "final_loss": history[-1] if history else None,
         "first_loss": history[0] if history else None,
-        "final_terms": {k: float(v) for k, v in logs.items() if v.numel() == 1},
+        "final_terms": {k: float(v.detach()) for k, v in logs.items() if v.numel() == 1},
     }
     if accelerator.is_main_process:
         raw.eval()
