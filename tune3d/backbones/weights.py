@@ -208,19 +208,19 @@ def fetch_hub_weights(spec: BackboneSpec, timeout: float = HUB_TIMEOUT_S) -> tup
     if spec.hf_hub_id is None:
         raise WeightsUnavailableError(f"{spec.name} is a test model without pretrained weights; {fix}")
     try:
-        from huggingface_hub import constants, hf_hub_download
-        from huggingface_hub.utils import get_session
+        from huggingface_hub import hf_hub_download
     except ImportError:  # pragma: no cover - timm depends on huggingface_hub
         raise WeightsUnavailableError(msg) from None
+    from tune3d.hub import hub_model_available
+
     filename = "model.safetensors"
     try:
         local = hf_hub_download(spec.hf_hub_id, filename, local_files_only=True)
     except Exception:
-        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        # One short reachability probe first: hf_hub_download itself retries with back-off for ~30 s.
+        if not hub_model_available(spec.hf_hub_id, timeout)[0]:
             raise WeightsUnavailableError(msg) from None
         try:
-            # One short reachability probe: hf_hub_download itself retries with back-off for ~30 s.
-            get_session().head(f"{constants.ENDPOINT}/api/models/{spec.hf_hub_id}", timeout=timeout)
             local = hf_hub_download(spec.hf_hub_id, filename, etag_timeout=timeout)
         except Exception:  # network, DNS, HTTP, auth: all mean "not available now"
             raise WeightsUnavailableError(msg) from None
