@@ -48,23 +48,12 @@ def _base(scene_dir: Path, out: Path) -> list[str]:
 
 def test_distill_cli_writes_outputs(cli, scene_dir, tmp_path):
     out = tmp_path / "run"
-    r = _run(
+    args = [
         *_base(scene_dir, out),
-        "--teacher",
-        "sensor",
-        "--replay",
-        str(scene_dir),
-        "--steps",
-        "3",
-        "--replay-ratio",
-        "0.5",
-        "--form",
-        "renorm",
-        "--diag-images",
-        "2",
-        "--eval-images",
-        "2",
-    )
+        *("--teacher", "sensor", "--replay", str(scene_dir), "--steps", "3", "--replay-ratio", "0.5"),
+        *("--form", "renorm", "--diag-images", "2", "--eval-images", "2"),
+    ]
+    r = _run(*args)
     assert r.returncode == 0, r.stderr
     for f in (
         "adapter.safetensors",
@@ -82,23 +71,7 @@ def test_distill_cli_writes_outputs(cli, scene_dir, tmp_path):
     assert m["mono_depth"]["held_out"] is True
     # a second call resumes the finished run: nothing to do, same adapter
     before = load_safetensors(out / "adapter.safetensors")
-    r = cli(
-        *_base(scene_dir, out),
-        "--teacher",
-        "sensor",
-        "--replay",
-        str(scene_dir),
-        "--steps",
-        "3",
-        "--replay-ratio",
-        "0.5",
-        "--form",
-        "renorm",
-        "--diag-images",
-        "2",
-        "--eval-images",
-        "2",
-    )
+    r = cli(*args)
     assert r.returncode == 0, r.stderr
     after = load_safetensors(out / "adapter.safetensors")
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
