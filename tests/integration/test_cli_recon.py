@@ -113,3 +113,23 @@ def test_train_resume_then_eval_and_mismatched_weights(synth):
     assert (
         r.returncode == 2 and "does not match model" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     )
+
+
+def test_train_vggt_point_gradient_option(synth, capsys):
+    from tune3d.cli import main
+
+    out = synth["root"] / "train_vggt"
+    common = ["--model", "vggt_tiny", "--allow-random-init", "--data", str(synth["data"]), "--out", str(out),
+              "--views", "2", "--resolution", "42x56", "--batch-size", "1", "--steps", "2",
+              "--log-every", "1"]  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        main(["train-recon", *common, "--point-gradient", "sobel"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "unknown --point-gradient 'sobel'" in err[0]
+    assert not out.exists() or not (out / "model.safetensors").exists()
+    with pytest.raises(SystemExit) as exc:
+        main(["train-recon", *common, "--point-gradient", "grad"])
+    assert exc.value.code == 0
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["point_reg"] > 0 and r["point_grad"] > 0 and r["depth_reg"] > 0 for r in rows)

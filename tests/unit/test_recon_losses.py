@@ -14,7 +14,9 @@ from tune3d.recon.losses import (
     normal_loss_multiscale,
     normalize_vggt_gt,
     pointmaps_in_first_frame,
+    quantile_filter,
     regr3d_conf_loss,
+    vggt_regression_loss,
 )
 
 
@@ -94,6 +96,66 @@ def test_gradient_and_normal_losses_invariances():
     pts = torch.randn(2, 16, 16, 3, generator=g)
     assert normal_loss_multiscale(pts * 2.0, pts, valid).item() == pytest.approx(0.0, abs=1e-5)
     assert normal_loss_multiscale(pts + 0.3 * torch.randn_like(pts), pts, valid).item() > 1e-2
+
+
+def test_quantile_filter_drops_the_top_values_and_passes_small_inputs():
+    small = torch.arange(10.0)
+    assert torch.equal(quantile_filter(small, 0.5), small)
+    vals = torch.arange(2000.0) / 100
+    vals[-1] = 1e6  # clamped to 100, then above the quantile
+    kept = quantile_filter(vals, 0.98)
+    # nearest rank round(0.98 * 1999) + 1 = 1960 -> threshold 19.59, strictly below it are 1959 values
+    assert kept.numel() == 1959 and kept.max().item() == pytest.approx(19.58)
+    few_left = torch.cat([torch.zeros(1500), torch.ones(600)])  # only 1500 < 1 -> more than 1000: kept
+    assert quantile_filter(few_left, 0.5).numel() == 2100
+
+
+def test_gradient_loss_by_hand():
+    pred = torch.tensor([0.0, 1.0, 5.0]).reshape(1, 1, 3, 1)
+    gt = torch.zeros(1, 1, 3, 1)
+    valid = torch.tensor([[[True, True, False]]])
+    # residual zeroed where invalid -> [0, 1, 0]; only the first difference has both pixels valid,
+    # |1 - 0| = 1, divided by 2 valid entries; one scale
+    assert gradient_loss_multiscale(pred, gt, valid, scales=1).item() == pytest.approx(0.5)
+    # with two scales the second sees pixels 0 and 2 only (no valid difference) and the mean halves it
+    assert gradient_loss_multiscale(pred, gt, valid, scales=2).item() == pytest.approx(0.25)
+
+
+def test_normal_loss_of_a_tilted_plane_is_one_minus_cos():
+    def planes(h, w, a):
+        v, u = torch.meshgrid(torch.arange(float(h)), torch.arange(float(w)), indexing="ij")
+        gt = torch.stack([u, v, torch.ones_like(u)], -1)[None]  # plane z = 1, normal (0, 0, 1)
+        pred = torch.stack([u, v, 1 + a * u], -1)[None]  # normal ~ (-a, 0, 1)
+        return pred, gt, torch.ones(1, h, w, dtype=torch.bool)
+
+    a = 0.5
+    expected = 1 - 1 / math.sqrt(1 + a * a)
+    pred, gt, valid = planes(24, 32, a)
+    assert normal_loss_multiscale(pred, gt, valid, scales=3).item() == pytest.approx(expected, rel=1e-5)
+    assert normal_loss_multiscale(gt * 3 + 1, gt, valid).item() == pytest.approx(0.0, abs=1e-6)
+    # at 8x10 the coarsest scale (2x3 pixels) has fewer than 10 valid normals: it adds 0, still counted
+    pred, gt, valid = planes(8, 10, a)
+    assert normal_loss_multiscale(pred, gt, valid, scales=3).item() == pytest.approx(
+        2 / 3 * expected, rel=1e-5
+    )
+
+
+def test_vggt_regression_loss_is_conf_plus_reg_plus_grad():
+    g = torch.Generator().manual_seed(0)
+    gt = torch.rand(1, 2, 6, 7, 3, generator=g) + 1
+    pred = gt + 0.1 * torch.randn(gt.shape, generator=g)
+    conf = 1 + torch.rand(1, 2, 6, 7, generator=g)
+    valid = torch.rand(1, 2, 6, 7, generator=g) > 0.2
+    out = vggt_regression_loss(pred, conf, gt, valid, alpha=0.2, gradient="normal", valid_range=None)
+    err = (pred - gt).norm(dim=-1)[valid]
+    c = conf[valid]
+    assert out["reg"].item() == pytest.approx(err.mean().item(), rel=1e-6)
+    assert out["conf"].item() == pytest.approx((err * c - 0.2 * torch.log(c)).mean().item(), rel=1e-6)
+    grad = normal_loss_multiscale(pred.flatten(0, 1), gt.flatten(0, 1), valid.flatten(0, 1), scales=3)
+    assert out["grad"].item() == pytest.approx(grad.item(), rel=1e-6)
+    assert out["loss"].item() == pytest.approx((out["conf"] + out["reg"] + out["grad"]).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="unknown gradient loss"):
+        vggt_regression_loss(pred, conf, gt, valid, gradient="sobel")
 
 
 def test_gt_frames_and_vggt_normalisation():

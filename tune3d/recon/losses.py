@@ -11,8 +11,9 @@ truth's* factor, so the absolute scale is supervised.
 VGGT family (vggt/training/loss.py): camera loss = L1 on the 9-d pose encoding (translation, quaternion,
 field of view weighted 0.5) summed over the camera head's refinement iterations with weights
 ``γ^(I−1−i)`` (γ = 0.6), divided by the number of iterations; depth and point losses = ``ℓ·c − α·log c``
-plus a multi-scale gradient term (depth: conf-weighted L1 of the residual's finite differences;
-points: angular error between the normals of predicted and ground-truth pointmaps). The ground truth is
+plus the plain mean error ``ℓ`` plus a multi-scale gradient term (depth: L1 of the residual's finite
+differences; points: angular error between the normals of predicted and ground-truth pointmaps), with the
+per-pixel values above the 98% quantile dropped. The ground truth is
 put in the first camera's frame and divided by the mean distance of its valid points to the origin (VGGT
 normalises the scene, not the prediction).
 """
@@ -30,10 +31,12 @@ __all__ = [
     "camera_loss",
     "conf_regression",
     "croco_loss",
+    "GRADIENT_LOSSES",
     "gradient_loss_multiscale",
     "normal_loss_multiscale",
-    "pointmaps_in_first_frame",
     "normalize_vggt_gt",
+    "pointmaps_in_first_frame",
+    "quantile_filter",
     "regr3d_conf_loss",
     "vggt_loss",
     "vggt_regression_loss",
@@ -137,18 +140,26 @@ def camera_loss(
     weight_trans: float = 1.0,
     weight_rot: float = 1.0,
     weight_fov: float = 0.5,
+    valid_samples: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """VGGT camera loss: L1 on the ``absT_quaR_FoV`` encoding over the refinement iterations.
 
     ``pose_enc_iters`` ``I,B,S,9`` (the camera head's outputs, last = final), ``gt_pose_enc`` ``B,S,9``.
-    Iteration ``i`` is weighted ``gamma^(I-1-i)``; the weighted sum is divided by ``I``.
+    Iteration ``i`` is weighted ``gamma^(I-1-i)``; the weighted sum is divided by ``I``. Translation errors
+    are clamped at 100. ``valid_samples`` ``B`` (bool) restricts the loss to samples with enough valid
+    ground truth (VGGT: > 100 valid pixels in the first view); none valid gives a zero loss.
     """
+    if valid_samples is not None:
+        if not bool(valid_samples.any()):
+            zero = pose_enc_iters.sum() * 0.0
+            return {"loss": zero, "T": zero.detach(), "R": zero.detach(), "fov": zero.detach()}
+        pose_enc_iters, gt_pose_enc = pose_enc_iters[:, valid_samples], gt_pose_enc[valid_samples]
     n = pose_enc_iters.shape[0]
     total_t = total_r = total_f = pose_enc_iters.new_zeros(())
     for i in range(n):
         w = gamma ** (n - 1 - i)
         d = (pose_enc_iters[i] - gt_pose_enc).abs()
-        total_t = total_t + w * d[..., :3].mean()
+        total_t = total_t + w * d[..., :3].clamp(max=100).mean()
         total_r = total_r + w * d[..., 3:7].mean()
         total_f = total_f + w * d[..., 7:].mean()
     t, r, f = total_t / n, total_r / n, total_f / n
@@ -156,68 +167,106 @@ def camera_loss(
     return {"loss": loss, "T": t.detach(), "R": r.detach(), "fov": f.detach()}
 
 
-def _gradients(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Finite differences along x and y of ``N,H,W,C`` maps -> ``N,H,W-1,C`` and ``N,H-1,W,C``."""
-    return x[:, :, 1:] - x[:, :, :-1], x[:, 1:] - x[:, :-1]
+def quantile_filter(values: Tensor, q: float, min_elements: int = 1000, hard_max: float = 100.0) -> Tensor:
+    """VGGT's outlier filter on per-pixel loss values ``N``: clamp at ``hard_max``, then keep the values
+    below the ``q`` quantile (nearest rank) when more than ``min_elements`` remain; small inputs pass."""
+    if values.numel() <= min_elements:
+        return values
+    values = values.clamp(max=hard_max)
+    flat = values.detach().reshape(-1)
+    k = round(q * (flat.numel() - 1)) + 1
+    thr = min(float(flat.kthvalue(k).values), hard_max)
+    keep = values < thr
+    return values[keep] if int(keep.sum()) > min_elements else values
+
+
+def _multiscale(fn, pred: Tensor, gt: Tensor, valid: Tensor, conf: Tensor | None, scales: int) -> Tensor:
+    """Mean of ``fn`` over ``scales`` subsamplings (every ``2^k``-th pixel) of ``N,H,W,C`` maps."""
+    total = pred.new_zeros(())
+    for k in range(scales):
+        s = 2**k
+        c = None if conf is None else conf[:, ::s, ::s]
+        total = total + fn(pred[:, ::s, ::s], gt[:, ::s, ::s], valid[:, ::s, ::s], c)
+    return total / scales
+
+
+def _gradient_term(
+    pred: Tensor, gt: Tensor, valid: Tensor, conf: Tensor | None, alpha: float = 0.2
+) -> Tensor:
+    m = valid[..., None].expand_as(pred).to(pred.dtype)
+    diff = (pred - gt) * m
+    gx = (diff[:, :, 1:] - diff[:, :, :-1]).abs() * (m[:, :, 1:] * m[:, :, :-1])
+    gy = (diff[:, 1:] - diff[:, :-1]).abs() * (m[:, 1:] * m[:, :-1])
+    gx, gy = gx.clamp(max=100), gy.clamp(max=100)
+    if conf is not None:  # the confidence of the pixel right of / below the difference, as VGGT
+        cx, cy = conf[:, :, 1:, None], conf[:, 1:, :, None]
+        gx = gx * cx - alpha * torch.log(cx) * (m[:, :, 1:] * m[:, :, :-1])
+        gy = gy * cy - alpha * torch.log(cy) * (m[:, 1:] * m[:, :-1])
+    n = m.sum()
+    if n == 0:
+        return pred.sum() * 0.0
+    return (gx.sum() + gy.sum()) / n
 
 
 def gradient_loss_multiscale(
-    pred: Tensor, gt: Tensor, valid: Tensor, conf: Tensor | None = None, scales: int = 3, alpha: float = 0.2
+    pred: Tensor, gt: Tensor, valid: Tensor, conf: Tensor | None = None, scales: int = 4, alpha: float = 0.2
 ) -> Tensor:
     """Multi-scale gradient matching (MiDaS/VGGT ``grad``): L1 of the finite differences of the residual.
 
     ``pred``/``gt`` ``N,H,W,C``, ``valid``/``conf`` ``N,H,W``. At scale ``k`` every ``2^k``-th pixel is kept;
-    a difference counts where both of its pixels are valid. With ``conf`` the term is ``g·c − α·log c``
-    (VGGT weights the gradient term by the confidence of the first pixel). Mean over scales.
+    the residual is zeroed at invalid pixels, a difference counts where both pixels are valid (clamped at
+    100), and the sum is divided by the number of valid entries (pixels x channels). With ``conf`` (VGGT
+    ``grad+conf``) each difference is weighted ``g·c − α·log c``. Mean over ``scales``.
     """
-    total = pred.new_zeros(())
-    used = 0
-    for k in range(scales):
-        s = 2**k
-        p, g, v = pred[:, ::s, ::s], gt[:, ::s, ::s], valid[:, ::s, ::s].bool()
-        if min(p.shape[1], p.shape[2]) < 2:
-            break
-        r = torch.where(v[..., None], p - g.nan_to_num(0.0), torch.zeros_like(p))
-        gx, gy = _gradients(r)
-        vx, vy = v[:, :, 1:] & v[:, :, :-1], v[:, 1:] & v[:, :-1]
-        ex, ey = gx.abs().sum(-1), gy.abs().sum(-1)
-        if conf is not None:
-            c = conf[:, ::s, ::s]
-            term = conf_regression(ex, c[:, :, :-1], vx, alpha) + conf_regression(ey, c[:, :-1], vy, alpha)
-        else:
-            n = (vx.sum() + vy.sum()).clamp_min(1)
-            term = ((ex * vx).sum() + (ey * vy).sum()) / n
-        total = total + term
-        used += 1
-    return total / max(used, 1)
+    gt = gt.nan_to_num(0.0)
+    return _multiscale(
+        lambda p, g, v, c: _gradient_term(p, g, v.bool(), c, alpha), pred, gt, valid, conf, scales
+    )
 
 
-def _normals(pts: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-    """Normals from the right and down neighbours of ``N,H,W,3`` -> ``N,H-1,W-1,3`` and validity."""
-    dx = pts[:, :-1, 1:] - pts[:, :-1, :-1]
-    dy = pts[:, 1:, :-1] - pts[:, :-1, :-1]
-    n = torch.linalg.cross(dx, dy)
-    v = valid[:, :-1, :-1] & valid[:, :-1, 1:] & valid[:, 1:, :-1]
-    return F.normalize(n, dim=-1, eps=1e-8), v & (n.norm(dim=-1) > 1e-12)
+def _normals4(pts: Tensor, valid: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """Four unit normals per pixel of ``N,H,W,3``: cross products of the (up, left), (left, down),
+    (down, right), (right, up) neighbour offsets (zero padding) -> ``4,N,H,W,3``, validity ``4,N,H,W``."""
+    p = F.pad(pts.permute(0, 3, 1, 2), (1, 1, 1, 1)).permute(0, 2, 3, 1)
+    m = F.pad(valid, (1, 1, 1, 1), value=False)
+    c, mc = p[:, 1:-1, 1:-1], m[:, 1:-1, 1:-1]
+    nb = [(p[:, :-2, 1:-1], m[:, :-2, 1:-1]), (p[:, 1:-1, :-2], m[:, 1:-1, :-2])]  # up, left
+    nb += [(p[:, 2:, 1:-1], m[:, 2:, 1:-1]), (p[:, 1:-1, 2:], m[:, 1:-1, 2:])]  # down, right
+    normals, valids = [], []
+    for (a, ma), (b, mb) in zip(nb, nb[1:] + nb[:1]):
+        normals.append(torch.linalg.cross(a - c, b - c, dim=-1))
+        valids.append(ma & mc & mb)
+    return F.normalize(torch.stack(normals), dim=-1, eps=eps), torch.stack(valids)
 
 
-def normal_loss_multiscale(pred: Tensor, gt: Tensor, valid: Tensor, scales: int = 3) -> Tensor:
+def _normal_term(
+    pred: Tensor, gt: Tensor, valid: Tensor, conf: Tensor | None, alpha: float = 0.2, eps: float = 1e-8
+) -> Tensor:
+    npred, vp = _normals4(pred, valid, eps)
+    ngt, vg = _normals4(gt, valid, eps)
+    m = vp & vg
+    if int(m.sum()) < 10:
+        return pred.sum() * 0.0
+    loss = 1 - (npred[m] * ngt[m]).sum(-1).clamp(-1 + eps, 1 - eps)
+    if conf is not None:
+        c = conf[None].expand(4, *conf.shape)[m]
+        loss = loss * c - alpha * torch.log(c)
+    return loss.mean()
+
+
+def normal_loss_multiscale(
+    pred: Tensor, gt: Tensor, valid: Tensor, conf: Tensor | None = None, scales: int = 3, alpha: float = 0.2
+) -> Tensor:
     """Multi-scale normal loss for pointmaps (VGGT ``normal``): mean ``1 − cos`` between the normals of the
-    predicted and ground-truth pointmaps ``N,H,W,3`` over pixels where both are defined."""
-    total = pred.new_zeros(())
-    used = 0
-    for k in range(scales):
-        s = 2**k
-        p, g, v = pred[:, ::s, ::s], gt[:, ::s, ::s].nan_to_num(0.0), valid[:, ::s, ::s].bool()
-        if min(p.shape[1], p.shape[2]) < 2:
-            break
-        npred, vp = _normals(p, v)
-        ngt, vg = _normals(g, v)
-        m = vp & vg
-        if m.any():
-            total = total + (1 - (npred * ngt).sum(-1))[m].mean()
-        used += 1
-    return total / max(used, 1)
+    predicted and ground-truth pointmaps ``N,H,W,3`` (four neighbour pairs per pixel, both defined); with
+    ``conf`` (``normal+conf``) weighted ``ℓ·c − α·log c``. Mean over ``scales``."""
+    gt = gt.nan_to_num(0.0)
+    return _multiscale(
+        lambda p, g, v, c: _normal_term(p, g, v.bool(), c, alpha), pred, gt, valid, conf, scales
+    )
+
+
+GRADIENT_LOSSES = ("grad", "grad+conf", "normal", "normal+conf", "none")
 
 
 def vggt_regression_loss(
@@ -227,33 +276,42 @@ def vggt_regression_loss(
     valid: Tensor,
     alpha: float = 0.2,
     gradient: str = "grad",
-    scales: int = 3,
     valid_range: float | None = 0.98,
+    gamma: float = 1.0,
 ) -> dict[str, Tensor]:
     """VGGT ``regression_loss`` for depth (``C = 1``) or points (``C = 3``).
 
-    ``pred``/``gt`` ``B,S,H,W,C``, ``conf``/``valid`` ``B,S,H,W``. Per-pixel error ``‖pred − gt‖``; pixels
-    whose error exceeds the ``valid_range`` quantile are dropped (outlier robustness, as in VGGT); the
-    confidence term is ``ℓ·c − α·log c``. ``gradient``: ``"grad"`` (residual gradients, conf-weighted),
-    ``"normal"`` (normal angles) or ``"none"``. Returns ``loss = conf + grad`` and the parts.
+    ``pred``/``gt`` ``B,S,H,W,C``, ``conf``/``valid`` ``B,S,H,W``. Per valid pixel ``ℓ = ‖pred − gt‖``;
+    ``conf = mean(γ·ℓ·c − α·log c)`` and ``reg = mean(ℓ)``, each after :func:`quantile_filter` at
+    ``valid_range``; ``grad``: one of :data:`GRADIENT_LOSSES` (``grad``: residual gradients over 4 scales,
+    ``normal``: normal angles over 3 scales, ``+conf``: confidence-weighted). ``loss = conf + reg + grad``.
     """
+    if gradient not in GRADIENT_LOSSES:
+        raise ValueError(f"unknown gradient loss {gradient!r}; expected one of {', '.join(GRADIENT_LOSSES)}")
     valid = valid.bool() & torch.isfinite(gt).all(-1)
-    err = (pred - gt.nan_to_num(0.0)).norm(dim=-1)
-    if valid_range is not None and valid.sum() > 10:
-        thr = torch.quantile(err[valid].detach().float()[:1_000_000], valid_range)
-        valid = valid & (err <= thr)
-    l_conf = conf_regression(err, conf, valid, alpha)
+    gt = gt.nan_to_num(0.0)
+    err = (gt[valid] - pred[valid]).norm(dim=-1)
+    c = conf[valid]
+    l_conf = gamma * err * c - alpha * torch.log(c)
+    if valid_range is not None and valid_range > 0:
+        l_conf, err = quantile_filter(l_conf, valid_range), quantile_filter(err, valid_range)
+    zero = pred.sum() * 0.0
+    l_conf = l_conf.mean() if l_conf.numel() else zero
+    l_reg = err.mean() if err.numel() else zero
     flat = (pred.flatten(0, 1), gt.flatten(0, 1), valid.flatten(0, 1))
-    if gradient == "grad":
-        l_grad = gradient_loss_multiscale(*flat, conf=conf.flatten(0, 1), scales=scales, alpha=alpha)
-    elif gradient == "normal":
-        l_grad = normal_loss_multiscale(*flat, scales=scales)
-    elif gradient == "none":
-        l_grad = err.new_zeros(())
+    fconf = conf.flatten(0, 1) if gradient.endswith("+conf") else None
+    if gradient.startswith("grad"):
+        l_grad = gradient_loss_multiscale(*flat, conf=fconf, scales=4, alpha=alpha)
+    elif gradient.startswith("normal"):
+        l_grad = normal_loss_multiscale(*flat, conf=fconf, scales=3, alpha=alpha)
     else:
-        raise ValueError(f"unknown gradient loss {gradient!r}; expected 'grad', 'normal' or 'none'")
-    reg = err[valid].mean() if valid.any() else err.sum() * 0.0
-    return {"loss": l_conf + l_grad, "conf": l_conf.detach(), "grad": l_grad.detach(), "reg": reg.detach()}
+        l_grad = zero
+    return {
+        "loss": l_conf + l_reg + l_grad,
+        "conf": l_conf.detach(),
+        "reg": l_reg.detach(),
+        "grad": l_grad.detach(),
+    }
 
 
 def vggt_loss(
@@ -266,23 +324,31 @@ def vggt_loss(
     weight_depth: float = 1.0,
     weight_point: float = 1.0,
     alpha: float = 0.2,
+    depth_gradient: str = "grad",
+    point_gradient: str = "normal",
 ) -> dict[str, Tensor]:
     """VGGT's training objective on a :class:`~tune3d.recon.interface.ReconOutput`.
 
     Ground truth already normalised (see :func:`normalize_vggt_gt`): ``gt_depth`` ``B,S,H,W``,
     ``gt_pts_first`` ``B,S,H,W,3`` (first-camera frame), ``gt_pose_enc`` ``B,S,9``; ``valid`` ``B,S,H,W``.
-    Camera (weight 5), depth (``grad``) and point (``normal``) terms, as VGGT's default training config.
+    Camera (weight 5, samples with > 100 valid first-view pixels), depth (``grad``) and point
+    (``normal``) terms, as VGGT's default training config; ``*_gradient`` pick other gradient terms.
     """
-    cam = camera_loss(out.extras["pose_enc_iters"], gt_pose_enc)
-    dep = vggt_regression_loss(
-        out.depth[..., None], out.depth_conf, gt_depth[..., None], valid, alpha, "grad"
+    cam = camera_loss(
+        out.extras["pose_enc_iters"], gt_pose_enc, valid_samples=valid[:, 0].flatten(1).sum(1) > 100
     )
-    pts = vggt_regression_loss(out.pts3d, out.pts3d_conf, gt_pts_first, valid, alpha, "normal")
-    loss = weight_camera * cam["loss"] + weight_depth * dep["loss"] + weight_point * pts["loss"]
-    logs = {"loss": loss}
+    dep = vggt_regression_loss(
+        out.depth[..., None], out.depth_conf, gt_depth[..., None], valid, alpha, depth_gradient
+    )
+    loss = weight_camera * cam["loss"] + weight_depth * dep["loss"]
+    logs = {}
+    if weight_point > 0:
+        pts = vggt_regression_loss(out.pts3d, out.pts3d_conf, gt_pts_first, valid, alpha, point_gradient)
+        loss = loss + weight_point * pts["loss"]
+        logs.update({f"point_{k}": v for k, v in pts.items() if k != "loss"})
+    logs["loss"] = loss
     logs.update({f"camera_{k}": v.detach() for k, v in cam.items()})
     logs.update({f"depth_{k}": v for k, v in dep.items() if k != "loss"})
-    logs.update({f"point_{k}": v for k, v in pts.items() if k != "loss"})
     return logs
 
 

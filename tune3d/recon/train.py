@@ -41,6 +41,7 @@ class TrainReconConfig:
     weight_decay: float = 0.05
     warmup_steps: int = 0  # 0: 5% of the steps
     grad_clip: float = 1.0
+    point_gradient: str = "normal"  # VGGT point-loss gradient term (tune3d.recon.losses.GRADIENT_LOSSES)
     min_overlap: float = 0.3
     max_frame_gap: int = 30
     split: str | None = "train"
@@ -180,11 +181,11 @@ def ground_truth(batch: dict[str, Tensor]) -> dict[str, Tensor]:
     return {"pts_first": pts_first, "pts_self": pts_self, "valid": valid}
 
 
-def recon_loss(model, out, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+def recon_loss(model, out, batch: dict[str, Tensor], point_gradient: str = "normal") -> dict[str, Tensor]:
     """The family's supervised loss for model outputs ``out`` on a batch of tuples (also Fin3R's replay loss).
 
-    ``batch``: ``depth`` B,S,H,W (metres, 0 invalid), ``K`` B,S,3,3, ``c2w`` B,S,4,4. Returns ``loss`` and
-    detached logging terms.
+    ``batch``: ``depth`` B,S,H,W (metres, 0 invalid), ``K`` B,S,3,3, ``c2w`` B,S,4,4. ``point_gradient``: the
+    gradient term of VGGT's point loss (official: ``normal``). Returns ``loss`` and detached logging terms.
     """
     from tune3d.recon.losses import croco_loss, normalize_vggt_gt, vggt_loss
     from tune3d.recon.vggt.pose_encoding import encode_pose
@@ -196,7 +197,9 @@ def recon_loss(model, out, batch: dict[str, Tensor]) -> dict[str, Tensor]:
             batch["depth"], gt["pts_first"], batch["c2w"].double(), gt["valid"]
         )
         pose_enc = encode_pose(w2c[..., :3, :], batch["K"].double(), (H, W))
-        return vggt_loss(out, depth.float(), pts.float(), pose_enc.float(), gt["valid"])
+        return vggt_loss(
+            out, depth.float(), pts.float(), pose_enc.float(), gt["valid"], point_gradient=point_gradient
+        )
     return croco_loss(out, gt["pts_first"], gt["valid"], gt["pts_self"], metric=bool(model.metric))
 
 
@@ -246,7 +249,12 @@ def train_recon(cfg: TrainReconConfig, model=None) -> dict:
     from tune3d.io import write_json
     from tune3d.recon import create_model
     from tune3d.recon.inference import default_size, model_family, model_input_size
+    from tune3d.recon.losses import GRADIENT_LOSSES
 
+    if cfg.point_gradient not in GRADIENT_LOSSES:
+        raise Tune3DError(
+            f"unknown --point-gradient {cfg.point_gradient!r}; expected one of {', '.join(GRADIENT_LOSSES)}"
+        )
     if cfg.views < 1 or cfg.steps < 0 or cfg.batch_size < 1:
         raise Tune3DError(
             f"invalid training sizes: views={cfg.views}, steps={cfg.steps}, batch={cfg.batch_size}"
@@ -306,7 +314,7 @@ def train_recon(cfg: TrainReconConfig, model=None) -> dict:
         batch = {k: v.to(accelerator.device) for k, v in data.sample(cfg.batch_size, g).items()}
         with accelerator.autocast():
             pred = model(batch["images"])
-        logs = recon_loss(raw, pred, batch)
+        logs = recon_loss(raw, pred, batch, cfg.point_gradient)
         loss = logs["loss"]
         if not torch.isfinite(loss):
             raise Tune3DError(f"non-finite loss at step {step} (try a lower --lr)")
