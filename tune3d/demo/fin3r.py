@@ -190,6 +190,8 @@ def run_fin3r(
         progress=cfg.progress,
         save_every=max(50, cfg.recon_steps // 2),
         split=None,
+        # From scratch, VGGT's released normal term keeps the point head at the mean layout (BENCHMARKS.md).
+        point_gradient="grad",
     )
     log.run(
         "recon",
