@@ -43,7 +43,7 @@ def test_depth_is_metric_z_and_consistent_across_views(scene):
     M = overlap_matrix(scene, range(len(scene)), grid=16)
     a, b = np.unravel_index(np.argmax(M - np.eye(len(M)) * 2), M.shape)
     assert M[a, b] > 0.3
-    from tune3d.data.datasets import _frame_points
+    from tune3d.data.overlap import _frame_points
 
     fa, fb = scene[int(a)], scene[int(b)]
     pts = _frame_points(fa, 16)
@@ -55,6 +55,30 @@ def test_depth_is_metric_z_and_consistent_across_views(scene):
     db = fb.depth()[v[ok].astype(int), u[ok].astype(int)]
     rel = np.abs(db - cam[ok, 2]) / db
     assert np.median(rel) < 0.02  # most points agree (edges/occlusions excepted)
+
+
+def test_tensor_covisibility_agrees_with_overlap_matrix(scene):
+    """The in-memory form (every pixel, quarter resolution) and the lattice form rank partners alike."""
+    import torch
+
+    from tune3d.data.overlap import covisibility, covisible_partners
+
+    depth = torch.from_numpy(np.stack([f.depth() for f in scene]).astype(np.float32))
+    K, c2w = torch.from_numpy(scene.intrinsics), torch.from_numpy(scene.c2w)
+    n = len(scene)
+    C = np.array([[covisibility(depth, K, c2w, i, j) for j in range(n)] for i in range(n)])
+    assert np.allclose(np.diag(C), 1.0, atol=0.02)  # a frame sees itself (up to depth-edge pixels)
+    M = overlap_matrix(scene, range(n), grid=16)
+    off = ~np.eye(n, dtype=bool)
+    assert np.corrcoef(C[off], M[off])[0, 1] > 0.9
+    parts = covisible_partners(depth, K, c2w, views=2, min_overlap=0.3, max_gap=n)
+    small = torch.nn.functional.interpolate(depth[:, None], scale_factor=0.25, mode="nearest")[:, 0]
+    sK = K.clone()
+    sK[:, :2] *= 0.25
+    for i, p in enumerate(parts):
+        assert i not in p
+        assert p == [j for j in range(n) if j != i and covisibility(small, sK, c2w, i, j) >= 0.3]
+    assert covisible_partners(depth, K, c2w, views=1, min_overlap=0.3, max_gap=n) == [[] for _ in range(n)]
 
 
 def test_view_dataset(scene):

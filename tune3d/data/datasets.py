@@ -1,5 +1,7 @@
 """torch datasets over scenes: single views, co-visible multi-view tuples, unlabeled image folders.
 
+Co-visibility between frames: :mod:`tune3d.data.overlap`.
+
 View items are dicts: ``image`` (3, H, W) float32 in [0, 1]; ``depth`` (1, H, W) float32 metres
 (0 = invalid; all zeros plus ``has_depth = False`` when the scene has none); ``semantics`` (H, W)
 int64 (255 = ignore; all 255 when absent); ``K`` (3, 3) and ``c2w`` (4, 4) float32; ``scene_index``
@@ -15,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from tune3d.data.overlap import overlap_matrix
 from tune3d.data.scene import IGNORE_LABEL, Frame, Scene
 from tune3d.errors import Tune3DError
 
@@ -73,73 +76,6 @@ class ViewDataset(Dataset):
         item = view_item(self.scenes[s][i], self.resolution)
         item["scene_index"], item["frame_index"] = s, i
         return item
-
-
-def _frame_points(frame: Frame, grid: int) -> np.ndarray:
-    """World points from a ``grid x grid`` subsample of the frame's valid depth, (N, 3) float64."""
-    depth = frame.depth()
-    H, W = depth.shape
-    v = ((np.arange(grid) + 0.5) * H / grid).astype(int)
-    u = ((np.arange(grid) + 0.5) * W / grid).astype(int)
-    z = depth[v[:, None], u[None, :]]
-    uu, vv = np.meshgrid(u + 0.5, v + 0.5)
-    ok = z > 0
-    K = frame.K
-    x = (uu[ok] - K[0, 2]) / K[0, 0] * z[ok]
-    y = (vv[ok] - K[1, 2]) / K[1, 1] * z[ok]
-    cam = np.stack([x, y, z[ok]], 1)
-    return cam @ frame.c2w[:3, :3].T + frame.c2w[:3, 3]
-
-
-def _visible(points: np.ndarray, frame: Frame, depth: np.ndarray | None, rel_tol: float = 0.1) -> np.ndarray:
-    """Which world points project inside ``frame`` in front of it (and agree with its depth if given)."""
-    vm = frame.viewmat
-    cam = points @ vm[:3, :3].T + vm[:3, 3]
-    z = cam[:, 2]
-    front = z > 1e-3
-    zs = np.where(front, z, 1.0)
-    u = frame.K[0, 0] * cam[:, 0] / zs + frame.K[0, 2]
-    v = frame.K[1, 1] * cam[:, 1] / zs + frame.K[1, 2]
-    inside = front & (u >= 0) & (u < frame.width) & (v >= 0) & (v < frame.height)
-    if depth is not None and inside.any():
-        ui = np.clip(u[inside].astype(int), 0, frame.width - 1)
-        vi = np.clip(v[inside].astype(int), 0, frame.height - 1)
-        d = depth[vi, ui]
-        agree = (d <= 0) | (np.abs(d - z[inside]) <= rel_tol * d)  # unknown depth counts as visible
-        inside[np.flatnonzero(inside)[~agree]] = False
-    return inside
-
-
-def overlap_matrix(
-    scene: Scene, indices: Sequence[int], grid: int = 24, use_depth_test: bool = True
-) -> np.ndarray:
-    """(n, n) co-visibility: entry (a, b) = fraction of frame a's depth points visible in frame b.
-
-    Uses each frame's depth (subsampled on a ``grid x grid`` lattice) and, when ``use_depth_test``,
-    rejects points occluded in frame b (z disagrees with b's depth by > 10 %). Scenes without depth
-    fall back to the stored point cloud: the fraction of points seen by a that are also seen by b.
-    """
-    frames = [scene[int(i)] for i in indices]
-    n = len(frames)
-    M = np.zeros((n, n))
-    if scene.has_depth:
-        depths = [f.depth() for f in frames] if use_depth_test else [None] * n
-        for a, fa in enumerate(frames):
-            pts = _frame_points(fa, grid)
-            if len(pts) == 0:
-                continue
-            for b, fb in enumerate(frames):
-                M[a, b] = 1.0 if a == b else _visible(pts, fb, depths[b]).mean()
-        return M
-    if scene.points is not None and len(scene.points):
-        pts = scene.points.astype(np.float64)
-        if len(pts) > 20000:
-            pts = pts[np.random.default_rng(0).choice(len(pts), 20000, replace=False)]
-        vis = np.stack([_visible(pts, f, None) for f in frames])  # (n, P)
-        counts = vis.sum(1)
-        inter = vis.astype(np.float64) @ vis.T.astype(np.float64)
-        return np.where(counts[:, None] > 0, inter / np.maximum(counts[:, None], 1), 0.0)
-    raise Tune3DError(f"{scene.path or scene.name}: overlap needs depth or a point cloud")
 
 
 class MultiViewDataset(Dataset):

@@ -84,12 +84,13 @@ def evaluate_model(model, scene_or_path, cfg: EvalReconConfig | None = None, pro
     from tqdm import tqdm
 
     from tune3d.data import Scene, load_scene
+    from tune3d.data.overlap import covisible_partners
     from tune3d.geometry.pose import pose_from_pointmaps
     from tune3d.metrics.depth import DepthMetricAccumulator
     from tune3d.metrics.pointmap import pointmap_metrics
     from tune3d.metrics.pose import pose_auc, relative_pose_errors
     from tune3d.recon.inference import model_input_size
-    from tune3d.recon.train import SceneTuples, ground_truth
+    from tune3d.recon.losses import ground_truth
 
     cfg = cfg or EvalReconConfig()
     scene = scene_or_path if isinstance(scene_or_path, Scene) else load_scene(scene_or_path)
@@ -117,7 +118,7 @@ def evaluate_model(model, scene_or_path, cfg: EvalReconConfig | None = None, pro
             mono.setdefault(head, DepthMetricAccumulator(**mk)).update(d[:, 0].float().cpu(), gt)
 
     # -- multi-view tuples ---------------------------------------------------------------------
-    partners = SceneTuples._partners(
+    partners = covisible_partners(
         data["depth"], data["K"], data["c2w"], S, cfg.min_overlap, cfg.max_frame_gap
     )
     anchors = [a for a, p in enumerate(partners) if len(p) >= S - 1]

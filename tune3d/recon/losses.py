@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tune3d.geometry.cameras import invert_rigid, transform_points
+from tune3d.geometry.cameras import depth_to_pointmap, invert_rigid, transform_points
 from tune3d.geometry.pointmap import normalize_pointmap
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "croco_loss",
     "GRADIENT_LOSSES",
     "gradient_loss_multiscale",
+    "ground_truth",
     "normal_loss_multiscale",
     "normalize_vggt_gt",
     "pointmaps_in_first_frame",
@@ -48,6 +49,16 @@ def pointmaps_in_first_frame(pts_world: Tensor, c2w: Tensor) -> Tensor:
     w2c0 = invert_rigid(c2w[:, 0].to(pts_world.dtype))  # B,4,4
     flat = pts_world.reshape(pts_world.shape[0], -1, 3)
     return transform_points(w2c0, flat).reshape(pts_world.shape)
+
+
+def ground_truth(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Pointmaps from a batch of tuples: ``pts_first`` (first camera's frame), ``pts_self``, ``valid``."""
+    depth, K, c2w = batch["depth"], batch["K"], batch["c2w"]
+    valid = depth > 0
+    world = depth_to_pointmap(depth.double(), K.double(), c2w.double())
+    pts_first = pointmaps_in_first_frame(world, c2w.double()).float()
+    pts_self = depth_to_pointmap(depth.double(), K.double()).float()
+    return {"pts_first": pts_first, "pts_self": pts_self, "valid": valid}
 
 
 def conf_regression(err: Tensor, conf: Tensor, valid: Tensor, alpha: float = 0.2) -> Tensor:

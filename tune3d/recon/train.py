@@ -2,7 +2,7 @@
 
 Each step draws ``batch_size`` tuples of ``views`` co-visible frames: a random scene, a random anchor frame
 and ``views - 1`` partners whose depth overlap with the anchor is at least ``min_overlap`` (see
-:func:`covisibility`). Every random choice is a function of ``(seed, step, rank)``
+:func:`tune3d.data.overlap.covisibility`). Every random choice is a function of ``(seed, step, rank)``
 (:func:`tune3d.engine.step_generator`), so a resumed run replays the uninterrupted one exactly.
 
 Loss by family (``tune3d.recon.losses``): DUSt3R-style ``ConfLoss(Regr3D)`` for dust3r / mast3r / cut3r
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tune3d.data.overlap import covisible_partners
 from tune3d.errors import Tune3DError
 
 
@@ -57,30 +58,6 @@ class TrainReconConfig:
 # -- data ------------------------------------------------------------------------------------------
 
 
-def covisibility(depth: Tensor, K: Tensor, c2w: Tensor, i: int, j: int, rtol: float = 0.1) -> float:
-    """Fraction of frame ``i``'s valid pixels that land inside frame ``j`` with a consistent depth.
-
-    ``depth`` ``N,H,W`` (0 = invalid), ``K`` ``N,3,3``, ``c2w`` ``N,4,4`` (float64). A pixel counts when it
-    projects in front of camera ``j``, inside its image, and within ``rtol`` of ``j``'s depth there.
-    """
-    from tune3d.geometry.cameras import depth_to_pointmap, invert_rigid, project, transform_points
-
-    d = depth[i]
-    valid = d > 0
-    if not valid.any():
-        return 0.0
-    pts = depth_to_pointmap(d.double(), K[i], c2w[i])[valid]
-    cam = transform_points(invert_rigid(c2w[j]), pts)
-    uv, z = project(cam, K[j])
-    H, W = depth.shape[-2:]
-    u, v = uv[:, 0].floor().long(), uv[:, 1].floor().long()
-    inside = (z > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
-    dj = torch.zeros_like(z)
-    dj[inside] = depth[j][v[inside], u[inside]].double()
-    ok = inside & (dj > 0) & ((z - dj).abs() <= rtol * dj)
-    return float(ok.sum()) / float(valid.sum())
-
-
 class SceneTuples:
     """In-memory frames of several scenes at one resolution plus their co-visible partner lists."""
 
@@ -106,7 +83,7 @@ class SceneTuples:
             depth = torch.where(torch.isfinite(depth), depth, torch.zeros_like(depth))
             K = torch.from_numpy(np.stack([f.K for f in frames]))
             c2w = torch.from_numpy(np.stack([f.c2w for f in frames]))
-            partners = self._partners(depth, K, c2w, views, min_overlap, max_frame_gap)
+            partners = covisible_partners(depth, K, c2w, views, min_overlap, max_frame_gap)
             anchors = [k for k, p in enumerate(partners) if len(p) >= views - 1]
             if anchors:
                 self.scenes.append(
@@ -124,20 +101,6 @@ class SceneTuples:
             raise Tune3DError(
                 f"no scene has {views} frames with overlap >= {min_overlap} (lower --min-overlap or --views)"
             )
-
-    @staticmethod
-    def _partners(depth, K, c2w, views, min_overlap, max_gap) -> list[list[int]]:
-        n = depth.shape[0]
-        if views == 1:
-            return [[] for _ in range(n)]
-        small = torch.nn.functional.interpolate(depth[:, None], scale_factor=0.25, mode="nearest")[:, 0]
-        sK = K.clone()
-        sK[:, :2] *= small.shape[-1] / depth.shape[-1]
-        out = []
-        for i in range(n):
-            cand = [j for j in range(max(0, i - max_gap), min(n, i + max_gap + 1)) if j != i]
-            out.append([j for j in cand if covisibility(small, sK, c2w, i, j) >= min_overlap])
-        return out
 
     def sample(self, batch_size: int, g: torch.Generator) -> dict[str, Tensor]:
         """``batch_size`` tuples: ``images`` B,S,3,H,W, ``depth`` B,S,H,W, ``K`` B,S,3,3, ``c2w`` B,S,4,4."""
@@ -168,26 +131,13 @@ def load_training_scenes(paths: list[str]) -> list:
 # -- loss ------------------------------------------------------------------------------------------
 
 
-def ground_truth(batch: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Pointmaps from a batch of tuples: ``pts_first`` (first camera's frame), ``pts_self``, ``valid``."""
-    from tune3d.geometry.cameras import depth_to_pointmap
-    from tune3d.recon.losses import pointmaps_in_first_frame
-
-    depth, K, c2w = batch["depth"], batch["K"], batch["c2w"]
-    valid = depth > 0
-    world = depth_to_pointmap(depth.double(), K.double(), c2w.double())
-    pts_first = pointmaps_in_first_frame(world, c2w.double()).float()
-    pts_self = depth_to_pointmap(depth.double(), K.double()).float()
-    return {"pts_first": pts_first, "pts_self": pts_self, "valid": valid}
-
-
 def recon_loss(model, out, batch: dict[str, Tensor], point_gradient: str = "normal") -> dict[str, Tensor]:
     """The family's supervised loss for model outputs ``out`` on a batch of tuples (also Fin3R's replay loss).
 
     ``batch``: ``depth`` B,S,H,W (metres, 0 invalid), ``K`` B,S,3,3, ``c2w`` B,S,4,4. ``point_gradient``: the
     gradient term of VGGT's point loss (official: ``normal``). Returns ``loss`` and detached logging terms.
     """
-    from tune3d.recon.losses import croco_loss, normalize_vggt_gt, vggt_loss
+    from tune3d.recon.losses import croco_loss, ground_truth, normalize_vggt_gt, vggt_loss
     from tune3d.recon.vggt.pose_encoding import encode_pose
 
     gt = ground_truth(batch)
