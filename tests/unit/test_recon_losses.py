@@ -6,16 +6,20 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tune3d.recon.losses import (
     camera_loss,
     conf_regression,
     gradient_loss_multiscale,
+    info_nce,
+    mast3r_matching_loss,
     normal_loss_multiscale,
     normalize_vggt_gt,
     pointmaps_in_first_frame,
     quantile_filter,
     regr3d_conf_loss,
+    sample_correspondences,
     vggt_regression_loss,
 )
 
@@ -158,6 +162,59 @@ def test_vggt_regression_loss_is_conf_plus_reg_plus_grad():
         vggt_regression_loss(pred, conf, gt, valid, gradient="sobel")
 
 
+def test_info_nce_by_hand_and_padding():
+    eye = torch.eye(2)[None]
+    valid = torch.ones(1, 2, dtype=torch.bool)
+    # matched descriptors equal, others orthogonal; temperature 1: -2 log(e / (e + 1)) per match
+    expected = 2 * math.log1p(math.exp(-1))
+    torch.testing.assert_close(info_nce(eye, eye, valid, temperature=1.0), torch.full((2,), expected))
+    # swapped: each log-ratio is about -20, clamped at log(1e-8)
+    swapped = eye.flip(1)
+    torch.testing.assert_close(info_nce(eye, swapped, valid), torch.full((2,), -2 * math.log(1e-8)))
+    # a padded entry that would be a perfect impostor changes nothing
+    d0 = torch.cat([eye, eye[:, :1]], 1)
+    d1 = torch.cat([eye, eye[:, :1]], 1)
+    pad = torch.tensor([[True, True, False]])
+    torch.testing.assert_close(info_nce(d0, d1, pad), info_nce(eye, eye, valid))
+
+
+def test_mast3r_matching_loss_gathers_pixels_and_weights_by_confidence():
+    g = torch.Generator().manual_seed(0)
+    desc = F.normalize(torch.randn(1, 2, 4, 5, 3, generator=g), dim=-1).requires_grad_(True)
+    conf = torch.full((1, 2, 4, 5), 2.0)
+    xy0 = torch.tensor([[[0, 0], [4, 3], [2, 1]]])
+    xy1 = torch.tensor([[[1, 2], [3, 0], [0, 0]]])
+    valid = torch.tensor([[True, True, False]])
+    out = mast3r_matching_loss(desc, conf, xy0, xy1, valid, alpha=10.0)
+    d0 = desc[0, 0, xy0[0, :, 1], xy0[0, :, 0]][None]
+    d1 = desc[0, 1, xy1[0, :, 1], xy1[0, :, 0]][None]
+    nce = info_nce(d0, d1, valid)
+    assert out["loss"].item() == pytest.approx((nce * 2.0 - 10.0 * math.log(2.0)).mean().item(), rel=1e-6)
+    out["loss"].backward()
+    assert torch.isfinite(desc.grad).all() and desc.grad.abs().sum() > 0
+    none = mast3r_matching_loss(desc, conf, xy0, xy1, torch.zeros_like(valid))
+    assert none["loss"].item() == 0.0
+
+
+def test_sampled_correspondences_are_the_same_surface_point():
+    from tune3d.data.synth import generate_scene
+    from tune3d.geometry.cameras import depth_to_pointmap
+
+    scene = generate_scene(5, num_views=2, height=48, width=64, num_points=0)
+    depth = torch.stack([torch.from_numpy(f.depth()) for f in scene])[None]
+    K, c2w = torch.from_numpy(scene.intrinsics)[None], torch.from_numpy(scene.c2w)[None]
+    xy0, xy1, valid = sample_correspondences(depth, K, c2w, 300, torch.Generator().manual_seed(0))
+    assert xy0.shape == (1, 300, 2) and valid.sum() > 50
+    world = depth_to_pointmap(depth.double(), K.double(), c2w.double())[0]  # S,H,W,3
+    p0 = world[0, xy0[0, valid[0], 1], xy0[0, valid[0], 0]]
+    p1 = world[1, xy1[0, valid[0], 1], xy1[0, valid[0], 0]]
+    # one pixel apart at most on the surface: small against the depth
+    rel = (p0 - p1).norm(dim=-1) / depth[0, 0][xy0[0, valid[0], 1], xy0[0, valid[0], 0]]
+    assert rel.median() < 0.05
+    _, _, v = sample_correspondences(depth, K, c2w, 100_000)
+    assert not v[0].all() and v[0, : int(v.sum())].all()  # padded after the real matches
+
+
 def test_gt_frames_and_vggt_normalisation():
     from tune3d.geometry.cameras import depth_to_pointmap, look_at
 
@@ -176,7 +233,7 @@ def test_gt_frames_and_vggt_normalisation():
     torch.testing.assert_close(d * scale.reshape(-1, 1, 1, 1), depth)
 
 
-@pytest.mark.parametrize("name", ["dust3r_tiny", "vggt_tiny"])
+@pytest.mark.parametrize("name", ["dust3r_tiny", "mast3r_tiny", "vggt_tiny"])
 def test_family_loss_decreases_when_overfitting_one_batch(name):
     import tune3d.recon.vggt  # noqa: F401
     from tune3d.data.synth import generate_scene
@@ -187,8 +244,8 @@ def test_family_loss_decreases_when_overfitting_one_batch(name):
     scene = generate_scene(
         3,
         num_views=2,
-        height=32 if name == "dust3r_tiny" else 28,
-        width=48 if name == "dust3r_tiny" else 42,
+        height=28 if name == "vggt_tiny" else 32,
+        width=42 if name == "vggt_tiny" else 48,
         num_points=0,
     )
     batch = {
@@ -203,7 +260,9 @@ def test_family_loss_decreases_when_overfitting_one_batch(name):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(6):
-        loss = recon_loss(model, model(batch["images"]), batch)["loss"]
+        logs = recon_loss(model, model(batch["images"]), batch)
+        loss = logs["loss"]
+        assert ("matching" in logs) == (name == "mast3r_tiny")  # MASt3R also trains its descriptors
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -17,7 +17,7 @@ from torch import Tensor
 from tune3d.data.scene import Frame, Scene
 from tune3d.errors import Tune3DError
 
-__all__ = ["covisibility", "covisible_partners", "overlap_matrix"]
+__all__ = ["covisibility", "covisible_partners", "overlap_matrix", "pixel_correspondences"]
 
 
 def _frame_points(frame: Frame, grid: int) -> np.ndarray:
@@ -87,28 +87,42 @@ def overlap_matrix(
     raise Tune3DError(f"{scene.path or scene.name}: overlap needs depth or a point cloud")
 
 
-def covisibility(depth: Tensor, K: Tensor, c2w: Tensor, i: int, j: int, rtol: float = 0.1) -> float:
-    """Fraction of frame ``i``'s valid pixels that land inside frame ``j`` with a consistent depth.
+def pixel_correspondences(
+    depth_i: Tensor,
+    K_i: Tensor,
+    c2w_i: Tensor,
+    depth_j: Tensor,
+    K_j: Tensor,
+    c2w_j: Tensor,
+    rtol: float = 0.1,
+) -> tuple[Tensor, Tensor, int]:
+    """Ground-truth pixel matches from frame ``i`` to frame ``j`` by reprojecting ``i``'s depth.
 
-    ``depth`` ``N,H,W`` (0 = invalid), ``K`` ``N,3,3``, ``c2w`` ``N,4,4`` (float64). A pixel counts when it
-    projects in front of camera ``j``, inside its image, and within ``rtol`` of ``j``'s depth there.
+    ``depth_*`` ``H,W`` (0 = invalid), ``K_*`` ``3,3``, ``c2w_*`` ``4,4``. A valid pixel of ``i`` matches the
+    pixel of ``j`` it projects into when it lies in front of camera ``j``, inside its image, and within
+    ``rtol`` of ``j``'s depth there (occlusion test). Returns ``(xy_i, xy_j, n_valid)``: integer pixel
+    coordinates ``M,2`` (x, y) of the matches in both frames, and the number of valid pixels of ``i``.
     """
     from tune3d.geometry.cameras import depth_to_pointmap, invert_rigid, project, transform_points
 
-    d = depth[i]
-    valid = d > 0
-    if not valid.any():
-        return 0.0
-    pts = depth_to_pointmap(d.double(), K[i], c2w[i])[valid]
-    cam = transform_points(invert_rigid(c2w[j]), pts)
-    uv, z = project(cam, K[j])
-    H, W = depth.shape[-2:]
+    valid = depth_i > 0
+    ys, xs = valid.nonzero(as_tuple=True)
+    pts = depth_to_pointmap(depth_i.double(), K_i.double(), c2w_i.double())[ys, xs]
+    uv, z = project(transform_points(invert_rigid(c2w_j.double()), pts), K_j.double())
+    H, W = depth_j.shape[-2:]
     u, v = uv[:, 0].floor().long(), uv[:, 1].floor().long()
     inside = (z > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
     dj = torch.zeros_like(z)
-    dj[inside] = depth[j][v[inside], u[inside]].double()
+    dj[inside] = depth_j[v[inside], u[inside]].double()
     ok = inside & (dj > 0) & ((z - dj).abs() <= rtol * dj)
-    return float(ok.sum()) / float(valid.sum())
+    return torch.stack([xs[ok], ys[ok]], -1), torch.stack([u[ok], v[ok]], -1), int(valid.sum())
+
+
+def covisibility(depth: Tensor, K: Tensor, c2w: Tensor, i: int, j: int, rtol: float = 0.1) -> float:
+    """Fraction of frame ``i``'s valid pixels that land inside frame ``j`` with a consistent depth
+    (:func:`pixel_correspondences`). ``depth`` ``N,H,W`` (0 = invalid), ``K`` ``N,3,3``, ``c2w`` ``N,4,4``."""
+    xy_i, _, n_valid = pixel_correspondences(depth[i], K[i], c2w[i], depth[j], K[j], c2w[j], rtol)
+    return float(len(xy_i)) / n_valid if n_valid else 0.0
 
 
 def covisible_partners(

@@ -13,6 +13,10 @@ intrinsics scaled along. Three groups of metrics, nested in the returned dict / 
   then ``accuracy``, ``completeness``, ``chamfer``, ``nc`` (normal consistency), ``rel_point``,
   ``delta1_point`` averaged over tuples; ``multiview.depth``: own-frame depth of every view predicted
   in the multi-view pass (pairwise models: view ``j`` from the swapped pair), aligned as above.
+- ``matching`` (models with descriptors, MASt3R): for ground-truth matches from view 1 to view 2 of each pair
+  (depth reprojection with an occlusion test, up to ``match_queries`` per pair), the nearest neighbour of the
+  view-1 descriptor among all view-2 pixels; ``acc@1/3/5px`` = share within that many pixels of the true
+  match, ``median_px`` the median error.
 - ``pose``: relative pose errors over the pairs of each tuple, ``auc@5/10/20`` of ``max(rot, trans)``
   (LoFTR trapezoid), medians. Cameras from the camera head where the model has one, otherwise by
   Procrustes between a view's pointmap in the first frame and its own-frame pointmap (``source``).
@@ -45,6 +49,7 @@ class EvalReconConfig:
     max_points: int = 20_000  # subsampling for the nearest-neighbour metrics
     seed: int = 0
     batch_size: int = 4
+    match_queries: int = 500  # ground-truth matches per pair for the descriptor metric
 
 
 def _head_depths(model, out, S: int) -> dict[str, tuple[Tensor, Tensor]]:
@@ -57,6 +62,17 @@ def _head_depths(model, out, S: int) -> dict[str, tuple[Tensor, Tensor]]:
     if model.num_views != 2:  # pairwise: pts3d[:, 0] is the self-view head itself
         heads["pts3d"] = (out.pts3d[..., 2], out.pts3d_conf)
     return heads
+
+
+def descriptor_match_errors(desc: Tensor, xy0: Tensor, xy1: Tensor) -> Tensor:
+    """Pixel error of nearest-neighbour matching: ``desc`` ``2,H,W,D`` of a pair, queries ``xy0`` ``N,2`` in
+    view 1 with true matches ``xy1`` ``N,2`` in view 2 (x, y) -> ``N`` distances between the pixel of view 2
+    whose descriptor is most similar to the query's and the true match."""
+    H, W, D = desc.shape[1:]
+    q = desc[0, xy0[:, 1], xy0[:, 0]].float()  # N,D
+    best = (q @ desc[1].reshape(-1, D).float().T).argmax(-1)  # N
+    pred = torch.stack([best % W, best // W], -1)
+    return (pred - xy1).float().norm(dim=-1)
 
 
 def _load_frames(scene, H: int, W: int) -> dict[str, Tensor]:
@@ -90,7 +106,7 @@ def evaluate_model(model, scene_or_path, cfg: EvalReconConfig | None = None, pro
     from tune3d.metrics.pointmap import pointmap_metrics
     from tune3d.metrics.pose import pose_auc, relative_pose_errors
     from tune3d.recon.inference import model_input_size
-    from tune3d.recon.losses import ground_truth
+    from tune3d.recon.losses import ground_truth, sample_correspondences
 
     cfg = cfg or EvalReconConfig()
     scene = scene_or_path if isinstance(scene_or_path, Scene) else load_scene(scene_or_path)
@@ -129,6 +145,8 @@ def evaluate_model(model, scene_or_path, cfg: EvalReconConfig | None = None, pro
     rot_errs: list[Tensor] = []
     trans_errs: list[Tensor] = []
     pose_source = "camera_head"
+    match_errs: list[Tensor] = []
+    g_match = torch.Generator().manual_seed(cfg.seed)
     for _ in tqdm(range(cfg.pairs if anchors else 0), desc="multi-view", disable=not progress):
         a = anchors[int(torch.randint(len(anchors), (1,), generator=g))]
         p = partners[a]
@@ -143,6 +161,12 @@ def evaluate_model(model, scene_or_path, cfg: EvalReconConfig | None = None, pro
             own = torch.stack([out.pts3d_self[0, 0], out.pts3d_self[1, 0]]).float().cpu()
             own_conf = torch.stack([out.pts3d_self_conf[0, 0], out.pts3d_self_conf[1, 0]]).float().cpu()
             c2w = None
+            if "desc" in out.extras and cfg.match_queries > 0:
+                xy0, xy1, ok = sample_correspondences(
+                    batch["depth"], batch["K"], batch["c2w"], cfg.match_queries, g_match
+                )
+                desc = out.extras["desc"][0].cpu()
+                match_errs.append(descriptor_match_errors(desc, xy0[0][ok[0]].cpu(), xy1[0][ok[0]].cpu()))
         else:
             out = model(x)
             pts, conf = out.pts3d[0].float().cpu(), out.pts3d_conf[0].float().cpu()
@@ -187,6 +211,12 @@ def evaluate_model(model, scene_or_path, cfg: EvalReconConfig | None = None, pro
     }
     if mv_depth.count:
         metrics["multiview"]["depth"] = {**mv_depth.compute(), "count": mv_depth.count}
+    if match_errs and (e := torch.cat(match_errs)).numel():
+        metrics["matching"] = {
+            **{f"acc@{t}px": float((e <= t).float().mean()) for t in (1, 3, 5)},
+            "median_px": float(e.median()),
+            "queries": int(e.numel()),
+        }
     if pose_errs:
         e = torch.cat(pose_errs)
         metrics["pose"] = {

@@ -1,4 +1,4 @@
-"""Supervised losses of the reconstruction families (also Fin3R's replay loss).
+"""Supervised losses of the reconstruction families (``tune3d train-recon``).
 
 CroCo family (DUSt3R / MASt3R / CUT3R): ``ConfLoss(Regr3D(L21, norm_mode='avg_dis'), alpha=0.2)``.
 Predicted and ground-truth pointmaps of all views of a sample (in the first view's frame) are each divided
@@ -6,7 +6,9 @@ by their mean distance to the origin over the valid pixels of all views; the per
 ``ℓ`` is weighted by the confidence ``c`` (``1 + exp``) as ``ℓ·c − α·log c`` and averaged over the valid
 pixels of each view across the batch; the views' means are summed (dust3r/losses.py ``ConfLoss``).
 ``metric=True`` is MASt3R's ``'?avg_dis'`` on metric data: the prediction is divided by the *ground
-truth's* factor, so the absolute scale is supervised.
+truth's* factor, so the absolute scale is supervised. MASt3R adds ``0.075 x`` its matching loss: an InfoNCE
+("proper": row and column softmax, temperature 0.05) over ground-truth pixel matches between the two views
+(depth reprojection with an occlusion test), weighted by the descriptors' confidence with ``α = 10``.
 
 VGGT family (vggt/training/loss.py): camera loss = L1 on the 9-d pose encoding (translation, quaternion,
 field of view weighted 0.5) summed over the camera head's refinement iterations with weights
@@ -19,6 +21,8 @@ normalises the scene, not the prediction).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -33,12 +37,15 @@ __all__ = [
     "croco_loss",
     "GRADIENT_LOSSES",
     "gradient_loss_multiscale",
+    "info_nce",
+    "mast3r_matching_loss",
     "ground_truth",
     "normal_loss_multiscale",
     "normalize_vggt_gt",
     "pointmaps_in_first_frame",
     "quantile_filter",
     "regr3d_conf_loss",
+    "sample_correspondences",
     "vggt_loss",
     "vggt_regression_loss",
 ]
@@ -139,6 +146,80 @@ def croco_loss(
         logs["self_regr"] = torch.stack([r["regr"] for r in self_terms]).mean()
     logs["loss"] = loss
     return logs
+
+
+# -- MASt3R matching ------------------------------------------------------------------------------
+
+
+def sample_correspondences(
+    depth: Tensor, K: Tensor, c2w: Tensor, n: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``n`` ground-truth matches from view 0 to view 1 of each tuple (:func:`pixel_correspondences`).
+
+    ``depth`` ``B,S,H,W``, ``K`` ``B,S,3,3``, ``c2w`` ``B,S,4,4``. Returns pixel coordinates ``xy0``, ``xy1``
+    ``B,n,2`` (x, y; long) and ``valid`` ``B,n``: matches drawn without replacement, padded (invalid) when a
+    pair has fewer than ``n``.
+    """
+    from tune3d.data.overlap import pixel_correspondences
+
+    B = depth.shape[0]
+    xy0 = torch.zeros(B, n, 2, dtype=torch.long)
+    xy1 = torch.zeros(B, n, 2, dtype=torch.long)
+    valid = torch.zeros(B, n, dtype=torch.bool)
+    for b in range(B):
+        a, c, _ = pixel_correspondences(depth[b, 0].cpu(), K[b, 0].cpu(), c2w[b, 0].cpu(),
+                                        depth[b, 1].cpu(), K[b, 1].cpu(), c2w[b, 1].cpu())  # fmt: skip
+        pick = torch.randperm(len(a), generator=generator)[:n]
+        xy0[b, : len(pick)], xy1[b, : len(pick)], valid[b, : len(pick)] = a[pick], c[pick], True
+    dev = depth.device
+    return xy0.to(dev), xy1.to(dev), valid.to(dev)
+
+
+def info_nce(
+    desc0: Tensor, desc1: Tensor, valid: Tensor, temperature: float = 0.05, eps: float = 1e-8
+) -> Tensor:
+    """MASt3R's "proper" InfoNCE per match: ``−log softmax_row − log softmax_col`` of the positive.
+
+    ``desc0``/``desc1`` ``B,N,D`` (row ``k`` of both is a ground-truth match), ``valid`` ``B,N``. Similarities
+    are dot products over ``temperature``; padded (invalid) entries take no part as positives or negatives;
+    each log-ratio is clamped at ``log(eps)`` as in MASt3R. Returns the losses of the valid matches ``M``.
+    """
+    sim = desc0.float() @ desc1.float().transpose(-1, -2) / temperature  # B,N,N
+    both = valid[:, :, None] & valid[:, None, :]
+    sim = sim.masked_fill(~both, -1e4)  # exp(-1e4) == 0; finite so padded rows keep finite gradients
+    pos = sim.diagonal(dim1=-2, dim2=-1)
+    floor = math.log(eps)
+    row = (pos - torch.logsumexp(sim, dim=-1)).clamp(min=floor)
+    col = (pos - torch.logsumexp(sim, dim=-2)).clamp(min=floor)
+    return -(row + col)[valid]
+
+
+def mast3r_matching_loss(
+    desc: Tensor,
+    desc_conf: Tensor,
+    xy0: Tensor,
+    xy1: Tensor,
+    valid: Tensor,
+    temperature: float = 0.05,
+    alpha: float = 10.0,
+) -> dict[str, Tensor]:
+    """MASt3R ``ConfMatchingLoss(MatchingLoss(InfoNCE(mode='proper')), confmode='mean')``.
+
+    ``desc`` ``B,2,H,W,D`` (unit-norm descriptors of both views), ``desc_conf`` ``B,2,H,W`` (``exp``, > 0),
+    matches ``xy0``/``xy1`` ``B,N,2`` (x, y) with ``valid`` ``B,N``. Each match's InfoNCE loss ``ℓ`` is
+    weighted by the mean confidence ``c`` of its two pixels as ``ℓ·c − α·log c``; mean over matches.
+    """
+    B = desc.shape[0]
+    bi = torch.arange(B, device=desc.device)[:, None]
+    d0 = desc[bi, 0, xy0[..., 1], xy0[..., 0]]  # B,N,D
+    d1 = desc[bi, 1, xy1[..., 1], xy1[..., 0]]
+    if not bool(valid.any()):
+        zero = desc.sum() * 0.0
+        return {"loss": zero, "infonce": zero.detach()}
+    nce = info_nce(d0, d1, valid, temperature)
+    c = 0.5 * (desc_conf[bi, 0, xy0[..., 1], xy0[..., 0]] + desc_conf[bi, 1, xy1[..., 1], xy1[..., 0]])[valid]
+    loss = (nce * c - alpha * torch.log(c)).mean()
+    return {"loss": loss, "infonce": nce.mean().detach()}
 
 
 # -- VGGT ---------------------------------------------------------------------------------------

@@ -103,7 +103,8 @@ class SceneTuples:
             )
 
     def sample(self, batch_size: int, g: torch.Generator) -> dict[str, Tensor]:
-        """``batch_size`` tuples: ``images`` B,S,3,H,W, ``depth`` B,S,H,W, ``K`` B,S,3,3, ``c2w`` B,S,4,4."""
+        """``batch_size`` tuples: ``images`` B,S,3,H,W, ``depth`` B,S,H,W, ``K`` B,S,3,3, ``c2w`` B,S,4,4, and
+        ``corr_seed`` (int64 scalar) for the loss's own random choices (MASt3R's correspondences)."""
         items = []
         for _ in range(batch_size):
             sc = self.scenes[int(torch.randint(len(self.scenes), (1,), generator=g))]
@@ -112,7 +113,9 @@ class SceneTuples:
             pick = torch.randperm(len(p), generator=g)[: self.views - 1].tolist()
             idx = [a] + [p[k] for k in pick]
             items.append({k: sc[k][idx] for k in ("images", "depth", "K", "c2w")})
-        return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+        batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+        batch["corr_seed"] = torch.randint(2**62, (), generator=g)
+        return batch
 
 
 def load_training_scenes(paths: list[str]) -> list:
@@ -131,13 +134,29 @@ def load_training_scenes(paths: list[str]) -> list:
 # -- loss ------------------------------------------------------------------------------------------
 
 
-def recon_loss(model, out, batch: dict[str, Tensor], point_gradient: str = "normal") -> dict[str, Tensor]:
-    """The family's supervised loss for model outputs ``out`` on a batch of tuples (also Fin3R's replay loss).
+def recon_loss(
+    model,
+    out,
+    batch: dict[str, Tensor],
+    point_gradient: str = "normal",
+    matching_weight: float = 0.075,
+    n_corres: int = 1024,
+) -> dict[str, Tensor]:
+    """The family's supervised loss for model outputs ``out`` on a batch of tuples.
 
-    ``batch``: ``depth`` B,S,H,W (metres, 0 invalid), ``K`` B,S,3,3, ``c2w`` B,S,4,4. ``point_gradient``: the
-    gradient term of VGGT's point loss (official: ``normal``). Returns ``loss`` and detached logging terms.
+    ``batch``: ``depth`` B,S,H,W (metres, 0 invalid), ``K`` B,S,3,3, ``c2w`` B,S,4,4, optional ``corr_seed``.
+    ``point_gradient``: the gradient term of VGGT's point loss (official: ``normal``). Models with descriptors
+    (MASt3R) add ``matching_weight`` x the confidence-weighted InfoNCE over ``n_corres`` ground-truth matches
+    per pair, as MASt3R's training criterion. Returns ``loss`` and detached logging terms.
     """
-    from tune3d.recon.losses import croco_loss, ground_truth, normalize_vggt_gt, vggt_loss
+    from tune3d.recon.losses import (
+        croco_loss,
+        ground_truth,
+        mast3r_matching_loss,
+        normalize_vggt_gt,
+        sample_correspondences,
+        vggt_loss,
+    )
     from tune3d.recon.vggt.pose_encoding import encode_pose
 
     gt = ground_truth(batch)
@@ -150,7 +169,16 @@ def recon_loss(model, out, batch: dict[str, Tensor], point_gradient: str = "norm
         return vggt_loss(
             out, depth.float(), pts.float(), pose_enc.float(), gt["valid"], point_gradient=point_gradient
         )
-    return croco_loss(out, gt["pts_first"], gt["valid"], gt["pts_self"], metric=bool(model.metric))
+    logs = croco_loss(out, gt["pts_first"], gt["valid"], gt["pts_self"], metric=bool(model.metric))
+    if "desc" in out.extras and matching_weight > 0:
+        g = torch.Generator().manual_seed(int(batch.get("corr_seed", torch.tensor(0))))
+        xy0, xy1, valid = sample_correspondences(batch["depth"], batch["K"], batch["c2w"], n_corres, g)
+        match = mast3r_matching_loss(out.extras["desc"], out.extras["desc_conf"], xy0, xy1, valid)
+        logs["loss"] = logs["loss"] + matching_weight * match["loss"]
+        logs["matching"] = match["loss"].detach()
+        logs["infonce"] = match["infonce"]
+        logs["matches"] = valid.sum(1).float().mean()
+    return logs
 
 
 # -- loop ------------------------------------------------------------------------------------------
