@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from tune3d.recon.losses import (
     camera_loss,
     conf_regression,
+    cut3r_pose_loss,
     gradient_loss_multiscale,
     info_nce,
     mast3r_matching_loss,
@@ -215,6 +216,27 @@ def test_sampled_correspondences_are_the_same_surface_point():
     assert not v[0].all() and v[0, : int(v.sum())].all()  # padded after the real matches
 
 
+def test_cut3r_pose_loss_by_hand():
+    from tune3d.geometry.cameras import look_at
+    from tune3d.recon.vggt.pose_encoding import mat_to_quat
+
+    eyes = torch.tensor([[1.0, 0, 0], [1.5, 0.2, 0], [2.0, 0, 0.3]])
+    c2w = torch.stack([look_at(e, torch.tensor([0.0, 2, 0])) for e in eyes]).double()[None]  # 1,3,4,4
+    rel = torch.linalg.inv(c2w[0, 0]) @ c2w[0]
+    q = mat_to_quat(rel[:, :3, :3])[:, [3, 0, 1, 2]]
+    scale = torch.tensor([2.0])
+    enc = torch.cat([rel[:, :3, 3] / 2.0 * 3.0, q], -1).float()[None]  # predicted in a 3x larger frame
+    out = cut3r_pose_loss(enc, c2w, pred_scale=torch.tensor([3.0]), gt_scale=scale)
+    assert out["loss"].item() == pytest.approx(0.0, abs=1e-6)  # each side divided by its own factor
+    shifted = enc.clone()
+    shifted[0, 1, 0] += 0.6  # 0.2 after dividing by 3, on one of three views
+    flipped = shifted.clone()
+    flipped[0, 2, 3:] = -flipped[0, 2, 3:]  # the same rotation, but not the standardised (w >= 0) sign
+    out = cut3r_pose_loss(flipped, c2w, torch.tensor([3.0]), scale)
+    assert out["trans"].item() == pytest.approx(0.2 / 3, rel=1e-5)
+    assert out["rot"].item() == pytest.approx(2.0 / 3, rel=1e-5)
+
+
 def test_gt_frames_and_vggt_normalisation():
     from tune3d.geometry.cameras import depth_to_pointmap, look_at
 
@@ -233,7 +255,7 @@ def test_gt_frames_and_vggt_normalisation():
     torch.testing.assert_close(d * scale.reshape(-1, 1, 1, 1), depth)
 
 
-@pytest.mark.parametrize("name", ["dust3r_tiny", "mast3r_tiny", "vggt_tiny"])
+@pytest.mark.parametrize("name", ["dust3r_tiny", "mast3r_tiny", "cut3r_tiny", "vggt_tiny"])
 def test_family_loss_decreases_when_overfitting_one_batch(name):
     import tune3d.recon.vggt  # noqa: F401
     from tune3d.data.synth import generate_scene
@@ -263,6 +285,7 @@ def test_family_loss_decreases_when_overfitting_one_batch(name):
         logs = recon_loss(model, model(batch["images"]), batch)
         loss = logs["loss"]
         assert ("matching" in logs) == (name == "mast3r_tiny")  # MASt3R also trains its descriptors
+        assert ("pose_loss" in logs) == (name == "cut3r_tiny")  # CUT3R also trains its pose head
         opt.zero_grad()
         loss.backward()
         opt.step()

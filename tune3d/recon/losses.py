@@ -35,6 +35,7 @@ __all__ = [
     "camera_loss",
     "conf_regression",
     "croco_loss",
+    "cut3r_pose_loss",
     "GRADIENT_LOSSES",
     "gradient_loss_multiscale",
     "info_nce",
@@ -146,6 +147,31 @@ def croco_loss(
         logs["self_regr"] = torch.stack([r["regr"] for r in self_terms]).mean()
     logs["loss"] = loss
     return logs
+
+
+def cut3r_pose_loss(
+    pose_enc: Tensor, c2w: Tensor, pred_scale: Tensor, gt_scale: Tensor, eps: float = 1e-3
+) -> dict[str, Tensor]:
+    """CUT3R's pose term (``Regr3DPose.compute_pose_loss``): every view's camera-to-first-camera pose.
+
+    ``pose_enc`` ``B,S,7`` predicted (translation, unit quaternion w, x, y, z with ``w >= 0``), ``c2w``
+    ``B,S,4,4`` ground-truth world poses, ``pred_scale``/``gt_scale`` ``B``: the pointmap normalisation
+    factors the translations are divided by (prediction by its own, ground truth by its own). Returns
+    ``loss = mean‖t̂ − t‖ + mean‖q̂ − q‖`` and its two parts; samples with a factor below ``eps`` are skipped.
+    """
+    from tune3d.recon.vggt.pose_encoding import mat_to_quat
+
+    rel = invert_rigid(c2w[:, :1].double()) @ c2w.double()  # B,S,4,4: view k -> first camera
+    t_gt = rel[..., :3, 3] / gt_scale.double().clamp(min=eps)[:, None, None]
+    q_gt = mat_to_quat(rel[..., :3, :3])[..., [3, 0, 1, 2]]  # x, y, z, w -> w, x, y, z; w >= 0
+    t_pr = pose_enc[..., :3] / pred_scale.clamp(min=eps)[:, None, None]
+    keep = (gt_scale > eps) & (pred_scale > eps)
+    if not bool(keep.any()):
+        zero = pose_enc.sum() * 0.0
+        return {"loss": zero, "trans": zero.detach(), "rot": zero.detach()}
+    dt = (t_pr - t_gt.to(t_pr.dtype)).norm(dim=-1)[keep].mean()
+    dq = (pose_enc[..., 3:7] - q_gt.to(pose_enc.dtype)).norm(dim=-1)[keep].mean()
+    return {"loss": dt + dq, "trans": dt.detach(), "rot": dq.detach()}
 
 
 # -- MASt3R matching ------------------------------------------------------------------------------

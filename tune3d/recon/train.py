@@ -147,10 +147,13 @@ def recon_loss(
     ``batch``: ``depth`` B,S,H,W (metres, 0 invalid), ``K`` B,S,3,3, ``c2w`` B,S,4,4, optional ``corr_seed``.
     ``point_gradient``: the gradient term of VGGT's point loss (official: ``normal``). Models with descriptors
     (MASt3R) add ``matching_weight`` x the confidence-weighted InfoNCE over ``n_corres`` ground-truth matches
-    per pair, as MASt3R's training criterion. Returns ``loss`` and detached logging terms.
+    per pair, as MASt3R's training criterion; models with a pose head (CUT3R) add its pose term. Returns
+    ``loss`` and detached logging terms.
     """
+    from tune3d.geometry.pointmap import normalize_pointmap
     from tune3d.recon.losses import (
         croco_loss,
+        cut3r_pose_loss,
         ground_truth,
         mast3r_matching_loss,
         normalize_vggt_gt,
@@ -170,6 +173,17 @@ def recon_loss(
             out, depth.float(), pts.float(), pose_enc.float(), gt["valid"], point_gradient=point_gradient
         )
     logs = croco_loss(out, gt["pts_first"], gt["valid"], gt["pts_self"], metric=bool(model.metric))
+    if "pose_encoding" in out.extras:
+        # CUT3R: 2·mean(per-view conf terms) + pose term; our pointmap part is the *sum* of the 2·S per-view
+        # terms, i.e. S times CUT3R's, so the pose term is weighted by S to keep the released ratio.
+        _, gt_scale = normalize_pointmap(gt["pts_first"], gt["valid"], "avg_dis")
+        if model.metric:
+            pr_scale = gt_scale
+        else:
+            _, pr_scale = normalize_pointmap(out.pts3d, gt["valid"], "avg_dis")
+        pose = cut3r_pose_loss(out.extras["pose_encoding"], batch["c2w"], pr_scale, gt_scale)
+        logs["loss"] = logs["loss"] + out.pts3d.shape[1] * pose["loss"]
+        logs.update({f"pose_{k}": v.detach() for k, v in pose.items()})
     if "desc" in out.extras and matching_weight > 0:
         g = torch.Generator().manual_seed(int(batch.get("corr_seed", torch.tensor(0))))
         xy0, xy1, valid = sample_correspondences(batch["depth"], batch["K"], batch["c2w"], n_corres, g)
