@@ -147,8 +147,8 @@ def recon_loss(
     ``batch``: ``depth`` B,S,H,W (metres, 0 invalid), ``K`` B,S,3,3, ``c2w`` B,S,4,4, optional ``corr_seed``.
     ``point_gradient``: the gradient term of VGGT's point loss (official: ``normal``). Models with descriptors
     (MASt3R) add ``matching_weight`` x the confidence-weighted InfoNCE over ``n_corres`` ground-truth matches
-    per pair, as MASt3R's training criterion; models with a pose head (CUT3R) add its pose term. Returns
-    ``loss`` and detached logging terms.
+    per pair, as MASt3R's training criterion; models with a pose head (CUT3R) add its pose and RGB terms.
+    Returns ``loss`` and detached logging terms.
     """
     from tune3d.geometry.pointmap import normalize_pointmap
     from tune3d.recon.losses import (
@@ -184,6 +184,11 @@ def recon_loss(
         pose = cut3r_pose_loss(out.extras["pose_encoding"], batch["c2w"], pr_scale, gt_scale)
         logs["loss"] = logs["loss"] + out.pts3d.shape[1] * pose["loss"]
         logs.update({f"pose_{k}": v.detach() for k, v in pose.items()})
+        if "rgb" in out.extras and "images" in batch:  # CUT3R's RGBLoss(MSE), images in [-1, 1] as released
+            img = batch["images"].permute(0, 1, 3, 4, 2).to(out.extras["rgb"].dtype)
+            rgb = ((out.extras["rgb"] * 2 - 1) - (img * 2 - 1)).square().mean()
+            logs["loss"] = logs["loss"] + out.pts3d.shape[1] * rgb
+            logs["rgb"] = rgb.detach()
     if "desc" in out.extras and matching_weight > 0:
         g = torch.Generator().manual_seed(int(batch.get("corr_seed", torch.tensor(0))))
         xy0, xy1, valid = sample_correspondences(batch["depth"], batch["K"], batch["c2w"], n_corres, g)
