@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from tune3d.data.overlap import overlap_matrix
 from tune3d.data.scene import IGNORE_LABEL, Frame, Scene
+from tune3d.data.sources import IMAGE_EXTENSIONS
 from tune3d.errors import Tune3DError
 
 
@@ -169,9 +170,6 @@ class MultiViewDataset(Dataset):
         return out
 
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-
 class ImageFolderDataset(Dataset):
     """Unlabeled RGB images (files or folders searched recursively) resized to ``resolution`` (H, W).
 
@@ -186,15 +184,16 @@ class ImageFolderDataset(Dataset):
         files: list[Path] = []
         for p in map(Path, paths):
             if p.is_dir():
-                files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS and f.is_file())
+                files += sorted(
+                    f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()
+                )
             elif p.is_file():
                 files.append(p)
             else:
                 raise Tune3DError(f"{p}: no such file or folder")
         if not files:
-            raise Tune3DError(
-                f"ImageFolderDataset: no images ({', '.join(IMAGE_EXTS)}) under {[str(p) for p in paths]}"
-            )
+            exts = ", ".join(IMAGE_EXTENSIONS)
+            raise Tune3DError(f"ImageFolderDataset: no images ({exts}) under {[str(p) for p in paths]}")
         self.files = files
         self.resolution = None if resolution is None else (int(resolution[0]), int(resolution[1]))
 

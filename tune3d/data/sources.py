@@ -12,6 +12,8 @@ import numpy as np
 
 from tune3d.errors import Tune3DError
 
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # RGB files we read
+
 
 class Source:
     """Produces one array on demand. ``path`` is the backing file (None when in memory)."""

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from tune3d.data.sources import IMAGE_EXTENSIONS
 from tune3d.errors import Tune3DError
 from tune3d.fin3r.adapters import (
     FORMS,
@@ -48,8 +49,6 @@ from tune3d.fin3r.sampling import ReplayMixDataset, ReplaySampler, replay_collat
 from tune3d.fin3r.teachers import Teacher, TeacherOutput, create_teacher, normalize_teacher_target
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @dataclass
@@ -153,10 +152,9 @@ class MonoImages(Dataset):
         H, W = self.H, self.W
         item = self.items[i]
         if isinstance(item, Path):
-            from PIL import Image
+            from tune3d.data.sources import ImageFileSource, resize_array
 
-            with Image.open(item) as im:
-                rgb = np.asarray(im.convert("RGB").resize((W, H), Image.Resampling.BICUBIC))
+            rgb = resize_array(ImageFileSource(item).load(), H, W, "image")
             depth, K, has_depth, has_K = np.zeros((H, W), np.float32), _nominal_K(H, W), False, False
         else:
             frame = item.resized(H, W)

@@ -34,8 +34,6 @@ from torch import Tensor
 from tune3d.errors import Tune3DError
 from tune3d.recon.interface import ReconModel
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
 
 @dataclass
 class Prepared:
