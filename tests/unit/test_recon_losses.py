@@ -217,13 +217,13 @@ def test_sampled_correspondences_are_the_same_surface_point():
 
 
 def test_cut3r_pose_loss_by_hand():
+    from tune3d.geometry import mat_to_quat
     from tune3d.geometry.cameras import look_at
-    from tune3d.recon.vggt.pose_encoding import mat_to_quat
 
     eyes = torch.tensor([[1.0, 0, 0], [1.5, 0.2, 0], [2.0, 0, 0.3]])
     c2w = torch.stack([look_at(e, torch.tensor([0.0, 2, 0])) for e in eyes]).double()[None]  # 1,3,4,4
     rel = torch.linalg.inv(c2w[0, 0]) @ c2w[0]
-    q = mat_to_quat(rel[:, :3, :3])[:, [3, 0, 1, 2]]
+    q = mat_to_quat(rel[:, :3, :3], scalar_first=True)
     scale = torch.tensor([2.0])
     enc = torch.cat([rel[:, :3, 3] / 2.0 * 3.0, q], -1).float()[None]  # predicted in a 3x larger frame
     out = cut3r_pose_loss(enc, c2w, pred_scale=torch.tensor([3.0]), gt_scale=scale)

@@ -70,3 +70,12 @@ def test_extrinsics_c2w_helpers():
     # the camera centre maps to the camera origin
     centre = c2w[:, :3, 3:]
     assert torch.allclose(R @ centre + t, torch.zeros_like(t), atol=1e-12)
+
+
+def test_scalar_first_order_is_the_same_rotation():
+    g = torch.Generator().manual_seed(3)
+    R = quat_to_mat(torch.randn(6, 4, generator=g, dtype=torch.float64))
+    wxyz = mat_to_quat(R, scalar_first=True)
+    torch.testing.assert_close(wxyz, mat_to_quat(R)[:, [3, 0, 1, 2]])
+    assert (wxyz[:, 0] >= 0).all()
+    torch.testing.assert_close(quat_to_mat(wxyz, scalar_first=True), R)

@@ -36,7 +36,9 @@ from tune3d.geometry.cameras import (
 from tune3d.geometry.pointmap import depth_edges, normalize_pointmap, pointmap_to_normals
 from tune3d.geometry.pose import (
     estimate_focal_from_pointmap,
+    mat_to_quat,
     pose_from_pointmaps,
+    quat_to_mat,
     relative_pose,
     rotation_angle_deg,
     rotation_error_deg,
@@ -77,7 +79,9 @@ __all__ = [
     "normalize_pointmap",
     "pointmap_to_normals",
     "estimate_focal_from_pointmap",
+    "mat_to_quat",
     "pose_from_pointmaps",
+    "quat_to_mat",
     "relative_pose",
     "rotation_angle_deg",
     "rotation_error_deg",

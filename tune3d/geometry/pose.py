@@ -16,6 +16,58 @@ def relative_pose(c2w_i: Tensor, c2w_j: Tensor) -> Tensor:
     return invert_rigid(c2w_j) @ c2w_i
 
 
+def quat_to_mat(quat: Tensor, scalar_first: bool = False) -> Tensor:
+    """Quaternions ``..., 4`` (x, y, z, w; w, x, y, z with ``scalar_first``; need not be unit) -> rotation
+    matrices ``..., 3, 3``. VGGT stores the scalar last, CUT3R (and pytorch3d) first."""
+    if scalar_first:
+        w, x, y, z = quat.unbind(-1)
+    else:
+        x, y, z, w = quat.unbind(-1)
+    s = 2.0 / (quat * quat).sum(-1)
+    rows = (
+        1 - s * (y * y + z * z), s * (x * y - z * w), s * (x * z + y * w),
+        s * (x * y + z * w), 1 - s * (x * x + z * z), s * (y * z - x * w),
+        s * (x * z - y * w), s * (y * z + x * w), 1 - s * (x * x + y * y),
+    )  # fmt: skip
+    return torch.stack(rows, dim=-1).reshape(*quat.shape[:-1], 3, 3)
+
+
+def mat_to_quat(R: Tensor, scalar_first: bool = False) -> Tensor:
+    """Rotation matrices ``..., 3, 3`` -> unit quaternions ``..., 4`` (x, y, z, w; w, x, y, z with
+    ``scalar_first``) with ``w >= 0``.
+
+    Uses the best-conditioned of the four closed-form candidates (largest ``|q_i|``), which is
+    stable for every rotation, including 180-degree turns.
+    """
+    m = R.reshape(*R.shape[:-2], 9)
+    m00, m01, m02, m10, m11, m12, m20, m21, m22 = m.unbind(-1)
+    # 4 * q_i^2 for i in (w, x, y, z)
+    four_sq = torch.stack(
+        [1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], dim=-1
+    )
+    # sqrt of the positive part with a zero (not infinite) gradient at 0
+    pos = four_sq > 0
+    q_abs = torch.where(pos, torch.sqrt(torch.where(pos, four_sq, torch.ones_like(four_sq))), 0.0)
+    sq = q_abs**2
+    # Row i is (w, x, y, z) scaled by 4 * q_i (up to the sign of q_i).
+    cands = torch.stack(
+        [
+            torch.stack([sq[..., 0], m21 - m12, m02 - m20, m10 - m01], dim=-1),
+            torch.stack([m21 - m12, sq[..., 1], m10 + m01, m02 + m20], dim=-1),
+            torch.stack([m02 - m20, m10 + m01, sq[..., 2], m12 + m21], dim=-1),
+            torch.stack([m10 - m01, m20 + m02, m21 + m12, sq[..., 3]], dim=-1),
+        ],
+        dim=-2,
+    )
+    cands = cands / (2.0 * q_abs.clamp(min=0.1))[..., None]
+    best = q_abs.argmax(dim=-1)
+    wxyz = torch.gather(cands, -2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
+    if scalar_first:
+        return torch.where(wxyz[..., :1] < 0, -wxyz, wxyz)
+    xyzw = wxyz[..., [1, 2, 3, 0]]
+    return torch.where(xyzw[..., 3:] < 0, -xyzw, xyzw)
+
+
 def rotation_angle_deg(R: Tensor) -> Tensor:
     """Rotation angle (degrees) of rotation matrices (..., 3, 3).
 

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from tune3d.geometry.cameras import depth_to_pointmap, invert_rigid, transform_points
 from tune3d.geometry.pointmap import normalize_pointmap
+from tune3d.geometry.pose import mat_to_quat
 
 __all__ = [
     "camera_loss",
@@ -159,11 +160,9 @@ def cut3r_pose_loss(
     factors the translations are divided by (prediction by its own, ground truth by its own). Returns
     ``loss = mean‖t̂ − t‖ + mean‖q̂ − q‖`` and its two parts; samples with a factor below ``eps`` are skipped.
     """
-    from tune3d.recon.vggt.pose_encoding import mat_to_quat
-
     rel = invert_rigid(c2w[:, :1].double()) @ c2w.double()  # B,S,4,4: view k -> first camera
     t_gt = rel[..., :3, 3] / gt_scale.double().clamp(min=eps)[:, None, None]
-    q_gt = mat_to_quat(rel[..., :3, :3])[..., [3, 0, 1, 2]]  # x, y, z, w -> w, x, y, z; w >= 0
+    q_gt = mat_to_quat(rel[..., :3, :3], scalar_first=True)
     t_pr = pose_enc[..., :3] / pred_scale.clamp(min=eps)[:, None, None]
     keep = (gt_scale > eps) & (pred_scale > eps)
     if not bool(keep.any()):

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tune3d.geometry.pose import quat_to_mat
 from tune3d.recon.croco.dpt import DPTAdapter
 from tune3d.recon.croco.heads import pixel_shuffle_tokens, postprocess
 from tune3d.recon.croco.layers import ConditionModulationBlock, Mlp, RoPE2D
@@ -34,22 +35,10 @@ def postprocess_pose(raw: Tensor) -> Tensor:
     return torch.cat([trans, quat], dim=-1)
 
 
-def quaternion_to_matrix(q: Tensor) -> Tensor:
-    """Quaternions ``...,4`` (w, x, y, z; need not be unit) -> rotation matrices ``...,3,3``."""
-    w, x, y, z = q.unbind(-1)
-    s = 2.0 / (q * q).sum(-1)
-    m = [
-        1 - s * (y * y + z * z), s * (x * y - z * w), s * (x * z + y * w),
-        s * (x * y + z * w), 1 - s * (x * x + z * z), s * (y * z - x * w),
-        s * (x * z - y * w), s * (y * z + x * w), 1 - s * (x * x + y * y),
-    ]  # fmt: skip
-    return torch.stack(m, dim=-1).reshape(q.shape[:-1] + (3, 3))
-
-
 def pose_encoding_to_c2w(enc: Tensor) -> Tensor:
     """Pose encodings ``...,7`` (t, q wxyz) -> camera-to-world matrices ``...,4,4`` (OpenCV axes)."""
     c2w = torch.zeros(enc.shape[:-1] + (4, 4), dtype=enc.dtype, device=enc.device)
-    c2w[..., :3, :3] = quaternion_to_matrix(enc[..., 3:7])
+    c2w[..., :3, :3] = quat_to_mat(enc[..., 3:7], scalar_first=True)
     c2w[..., :3, 3] = enc[..., :3]
     c2w[..., 3, 3] = 1.0
     return c2w
