@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from tune3d.recon.croco.base import CroCoConfig, CroCoEncoderModel
 from tune3d.recon.croco.cut3r_heads import CUT3RDPTHead, CUT3RLinearHead, pose_encoding_to_c2w
+from tune3d.recon.croco.dust3r import TINY_BACKBONE
 from tune3d.recon.croco.layers import Block, DecoderBlock, PatchEmbed, init_croco_weights
 from tune3d.recon.interface import ReconOutput
 from tune3d.recon.registry import register_model
@@ -223,16 +224,7 @@ def _factory(base: CUT3RConfig):
 
 
 TINY = CUT3RConfig(
-    enc_embed_dim=96,
-    enc_depth=4,
-    enc_num_heads=3,
-    dec_embed_dim=64,
-    dec_depth=3,
-    dec_num_heads=2,
-    head_type="dpt",
-    dpt_layer_dims=(16, 24, 32, 48),
-    dpt_feature_dim=32,
-    dpt_last_dim=16,
+    **TINY_BACKBONE,
     state_size=16,
     state_dec_num_heads=2,
     local_mem_size=8,

@@ -31,7 +31,8 @@ from tune3d.recon.registry import register_model
 
 DUST3R_512_DPT = CroCoConfig(head_type="dpt")
 DUST3R_LINEAR = CroCoConfig(head_type="linear")
-TINY = CroCoConfig(
+# The tiny CroCo backbone of every ``*_tiny`` CroCo-family model (dust3r, mast3r, cut3r).
+TINY_BACKBONE = dict(
     enc_embed_dim=96,
     enc_depth=4,
     enc_num_heads=3,
@@ -43,6 +44,7 @@ TINY = CroCoConfig(
     dpt_feature_dim=32,
     dpt_last_dim=16,
 )
+TINY = CroCoConfig(**TINY_BACKBONE)
 
 
 class DUSt3R(CroCoEncoderModel):
