@@ -84,6 +84,16 @@ class ImageFileSource(Source):
         return arr
 
 
+def _load_npy(path: Path, what: str) -> np.ndarray:
+    """A ``.npy`` array without unpickling; a missing or unreadable file is a user error naming ``what``."""
+    if not path.is_file():
+        raise Tune3DError(f"{path}: file not found")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise Tune3DError(f"{path}: unreadable .npy {what} ({e})") from None
+
+
 def _check_depth(arr: np.ndarray, path: Path) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
@@ -121,12 +131,7 @@ class DepthFileSource(Source):
     def load_raw(self) -> np.ndarray:
         """Stored values before scaling (uint16/float), invalid markers untouched."""
         if self.path.suffix.lower() == ".npy":
-            if not self.path.is_file():
-                raise Tune3DError(f"{self.path}: file not found")
-            try:
-                arr = np.load(self.path, allow_pickle=False)
-            except (ValueError, OSError, EOFError) as e:
-                raise Tune3DError(f"{self.path}: unreadable .npy depth ({e})") from None
+            arr = _load_npy(self.path, "depth")
             if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
                 raise Tune3DError(f"{self.path}: depth dtype {arr.dtype} is not numeric")
         else:
@@ -160,12 +165,7 @@ class LabelFileSource(Source):
 
     def load(self) -> np.ndarray:
         if self.path.suffix.lower() == ".npy":
-            if not self.path.is_file():
-                raise Tune3DError(f"{self.path}: file not found")
-            try:
-                arr = np.load(self.path, allow_pickle=False)
-            except (ValueError, OSError, EOFError) as e:
-                raise Tune3DError(f"{self.path}: unreadable .npy labels ({e})") from None
+            arr = _load_npy(self.path, "labels")
             if not np.issubdtype(arr.dtype, np.integer):
                 raise Tune3DError(f"{self.path}: labels must be integers, got {arr.dtype}")
         else:
