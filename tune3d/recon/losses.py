@@ -9,6 +9,8 @@ pixels of each view across the batch; the views' means are summed (dust3r/losses
 truth's* factor, so the absolute scale is supervised. MASt3R adds ``0.075 x`` its matching loss: an InfoNCE
 ("proper": row and column softmax, temperature 0.05) over ground-truth pixel matches between the two views
 (depth reprojection with an occlusion test), weighted by the descriptors' confidence with ``α = 10``.
+CUT3R adds its pose term (:func:`cut3r_pose_loss`: camera-to-first-camera translation over the pointmap
+scale, unit quaternion) and an MSE on its reconstructed image (``tune3d.recon.train.recon_loss``).
 
 VGGT family (vggt/training/loss.py): camera loss = L1 on the 9-d pose encoding (translation, quaternion,
 field of view weighted 0.5) summed over the camera head's refinement iterations with weights
