@@ -4,6 +4,8 @@ PY := $(VENV)/bin/python
 OUT ?= demo-out
 # Always run the code in this checkout, whatever the venv's editable install points at.
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+# Let Python cache tune3d's own bytecode: the CLI tests start many interpreters.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: venv demo test lint bench
 
