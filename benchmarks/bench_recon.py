@@ -30,7 +30,6 @@ def main() -> None:
     ap.add_argument("--skip-vitl", action="store_true")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
-    import tune3d.recon.vggt  # noqa: F401
     from tune3d.recon import create_model
 
     reps = 1 if args.quick else 5

@@ -114,13 +114,12 @@ def test_sensor_teacher_needs_depth(cli, tmp_path):
 
 
 def test_model_without_encoder_pattern(cli, scene_dir, tmp_path, monkeypatch):
-    from tune3d.recon import registry
+    from tune3d.recon import _registry as registry
     from tune3d.recon.croco.dust3r import TINY, DUSt3R
 
     class NoPattern(DUSt3R):
         encoder_qkv_pattern = ""
 
-    registry.list_models()  # load the families before adding to the registry
     entry = registry.ModelEntry("nopattern_tiny", "dust3r", lambda **kw: NoPattern(TINY), official=False)
     monkeypatch.setitem(registry._REGISTRY, "nopattern_tiny", entry)
     args = _base(scene_dir, tmp_path / "o")

@@ -257,7 +257,6 @@ def test_gt_frames_and_vggt_normalisation():
 
 @pytest.mark.parametrize("name", ["dust3r_tiny", "mast3r_tiny", "cut3r_tiny", "vggt_tiny"])
 def test_family_loss_decreases_when_overfitting_one_batch(name):
-    import tune3d.recon.vggt  # noqa: F401
     from tune3d.data.synth import generate_scene
     from tune3d.recon import create_model
     from tune3d.recon.train import recon_loss

@@ -57,8 +57,7 @@ def test_vggt_1b_interface_attributes():
 
 
 def test_registry_entries():
-    pytest.importorskip("tune3d.recon.models")
-    from tune3d.recon.registry import get_entry
+    from tune3d.recon import get_entry
 
     entry = get_entry("vggt_1b")
     assert entry.family == "vggt" and entry.official

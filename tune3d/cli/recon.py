@@ -28,7 +28,6 @@ def _model_name(model: str | None, weights: Path | None) -> str:
 def _build(
     model: str | None, weights: Path | None, allow_random_init: bool, adapter: Path | None, device: str
 ):
-    import tune3d.recon.vggt  # noqa: F401  (registers vggt_*)
     from tune3d.engine import resolve_device
     from tune3d.recon import create_model
 

@@ -1,6 +1,6 @@
-"""Imports every model family so that its configurations register themselves (see ``registry``)."""
+"""Every reconstruction model family; defining each one registers its configurations (see ``_registry``)."""
 
-import tune3d.recon.croco.cut3r  # noqa: F401
-import tune3d.recon.croco.dust3r  # noqa: F401
-import tune3d.recon.croco.mast3r  # noqa: F401
-import tune3d.recon.vggt  # noqa: F401
+from tune3d.recon.croco import CUT3R, DUSt3R, MASt3R
+from tune3d.recon.vggt import VGGT
+
+__all__ = ["CUT3R", "VGGT", "DUSt3R", "MASt3R"]

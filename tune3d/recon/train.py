@@ -240,7 +240,6 @@ def train_recon(cfg: TrainReconConfig, model=None) -> dict:
     """Train ``cfg.model`` (or a given ``model``) and return a summary with the final losses."""
     from tqdm import tqdm
 
-    import tune3d.recon.vggt  # noqa: F401  (registers vggt_*)
     from tune3d.config import save_config
     from tune3d.engine import CheckpointManager, RunLogger, make_accelerator, seed_everything, step_generator
     from tune3d.io import write_json

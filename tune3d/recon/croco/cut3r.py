@@ -31,12 +31,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from tune3d.recon._registry import register_model
 from tune3d.recon.croco.base import CroCoConfig, CroCoEncoderModel
 from tune3d.recon.croco.cut3r_heads import CUT3RDPTHead, CUT3RLinearHead, pose_encoding_to_c2w
 from tune3d.recon.croco.dust3r import TINY_BACKBONE
 from tune3d.recon.croco.layers import Block, DecoderBlock, PatchEmbed, init_croco_weights
 from tune3d.recon.interface import ReconOutput
-from tune3d.recon.registry import register_model
 
 
 @dataclass(frozen=True)

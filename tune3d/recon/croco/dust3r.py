@@ -23,11 +23,11 @@ import torch
 from torch import Tensor, nn
 
 from tune3d.errors import Tune3DError
+from tune3d.recon._registry import register_model
 from tune3d.recon.croco.base import CroCoConfig, CroCoEncoderModel
 from tune3d.recon.croco.heads import DPTPts3d, LinearPts3d
 from tune3d.recon.croco.layers import DecoderBlock, init_croco_weights
 from tune3d.recon.interface import ReconOutput
-from tune3d.recon.registry import register_model
 
 DUST3R_512_DPT = CroCoConfig(head_type="dpt")
 DUST3R_LINEAR = CroCoConfig(head_type="linear")

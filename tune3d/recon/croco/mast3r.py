@@ -13,10 +13,10 @@ import dataclasses
 
 from torch import nn
 
+from tune3d.recon._registry import register_model
 from tune3d.recon.croco.base import CroCoConfig
 from tune3d.recon.croco.dust3r import TINY, DUSt3R
 from tune3d.recon.croco.heads import CatMLPDPTPts3d
-from tune3d.recon.registry import register_model
 
 MAST3R_512 = CroCoConfig(head_type="catmlp+dpt")
 

@@ -10,7 +10,7 @@ from contextlib import nullcontext
 
 import torch
 
-from tune3d.recon.registry import register_model
+from tune3d.recon._registry import register_model
 from tune3d.recon.vggt.model import VGGT, VGGTConfig
 from tune3d.recon.vggt.pose_encoding import c2w_to_extrinsics, decode_pose, encode_pose, extrinsics_to_c2w
 

@@ -1,4 +1,8 @@
-"""Registry of feed-forward reconstruction models (timm-style ``create_model`` by short name)."""
+"""Registry of feed-forward reconstruction models, by short name (as timm's ``_registry``).
+
+This module imports no model file: each family module registers its configurations with
+:func:`register_model` when it is imported, and ``tune3d.recon.models`` imports every family.
+"""
 
 from __future__ import annotations
 
@@ -37,18 +41,13 @@ def register_model(
     return deco
 
 
-def _ensure_loaded() -> None:
-    # Family modules register themselves on import.
-    import tune3d.recon.models  # noqa: F401
-
-
 def list_models() -> list[ModelEntry]:
-    _ensure_loaded()
+    """Every registered configuration, sorted by name."""
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
 
 def get_entry(name: str) -> ModelEntry:
-    _ensure_loaded()
+    """The entry registered as ``name``; an unknown name is a user error listing the known ones."""
     if name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY))
         raise Tune3DError(f"unknown reconstruction model {name!r}; known: {known}")
