@@ -3,6 +3,7 @@
 from tune3d.engine.checkpoint import CheckpointManager
 from tune3d.engine.devices import make_accelerator, resolve_device
 from tune3d.engine.logging import RunLogger
+from tune3d.engine.schedule import warmup_decay
 from tune3d.engine.seed import seed_everything, step_generator
 
 __all__ = [
@@ -12,4 +13,5 @@ __all__ = [
     "resolve_device",
     "seed_everything",
     "step_generator",
+    "warmup_decay",
 ]

@@ -35,6 +35,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tune3d.data.sources import IMAGE_EXTENSIONS
+from tune3d.engine.schedule import warmup_decay
 from tune3d.errors import Tune3DError
 from tune3d.fin3r.adapters import (
     FORMS,
@@ -305,12 +306,7 @@ class StepBatchSampler(Sampler[list[int]]):
 
 def lr_factor(step: int, cfg: DistillConfig) -> float:
     """Learning-rate multiplier at ``step``: linear warm-up, then constant or cosine decay to 0."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    if cfg.schedule == "constant":
-        return 1.0
-    span = max(1, cfg.steps - cfg.warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span)))
+    return warmup_decay(step, cfg.steps, cfg.warmup_steps, cfg.schedule)
 
 
 # ---------------------------------------------------------------------------------------------- losses

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from tune3d.engine import CheckpointManager, RunLogger, make_accelerator, seed_everything, step_generator
+from tune3d.engine.schedule import warmup_decay
 from tune3d.errors import Tune3DError
 from tune3d.fit3d.lifted import LiftedCache, LiftedScene, find_lifted_dirs, open_lifted
 from tune3d.fit3d.targets import MASK_MODES, hflip, masked_l1_sums, reduce_to_grid, render_target, valid_mask
@@ -95,12 +95,7 @@ class FinetuneConfig:
 
 def lr_at(cfg: FinetuneConfig, step: int, total_steps: int) -> float:
     """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then constant or cosine to 0."""
-    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.lr_schedule == "cosine":
-        span = max(1, total_steps - cfg.warmup_steps)
-        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * (step - cfg.warmup_steps) / span))
-    return cfg.lr
+    return cfg.lr * warmup_decay(step, total_steps, cfg.warmup_steps, cfg.lr_schedule)
 
 
 class TokenModel(nn.Module):

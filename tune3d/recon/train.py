@@ -14,9 +14,9 @@ with ``create_model(name, weights=...)``) and ``out/model.json`` (registry name 
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from tune3d.data.overlap import covisible_partners
+from tune3d.engine.schedule import warmup_decay
 from tune3d.errors import Tune3DError
 
 
@@ -227,13 +228,7 @@ def save_model(model: torch.nn.Module, out: str | os.PathLike, name: str, extra:
 
 
 def _lr_lambda(warmup: int, total: int):
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        t = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-    return f
+    return partial(warmup_decay, total=total, warmup=warmup)
 
 
 def train_recon(cfg: TrainReconConfig, model=None) -> dict:
