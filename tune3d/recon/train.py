@@ -15,7 +15,7 @@ with ``create_model(name, weights=...)``) and ``out/model.json`` (registry name 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -346,7 +346,3 @@ def train_recon(cfg: TrainReconConfig, model=None) -> dict:
         save_model(raw, out, cfg.model, {"steps": cfg.steps, "resolution": [H, W], "views": cfg.views})
         write_json(out / "train_summary.json", summary)
     return summary
-
-
-def config_dict(cfg: TrainReconConfig) -> dict:
-    return asdict(cfg)

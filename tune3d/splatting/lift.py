@@ -343,13 +343,6 @@ def _capped_strategy_class():
     return CappedDefaultStrategy
 
 
-def __getattr__(name: str):
-    # gsplat is imported lazily (it is heavy); the class is built on first use.
-    if name == "CappedDefaultStrategy":
-        return _capped_strategy_class()
-    raise AttributeError(name)
-
-
 @contextlib.contextmanager
 def _seeded(seed: int, step: int, device: torch.device):
     """Seed the global RNG (gsplat's split samples with it) from (seed, step), restoring it afterwards."""
