@@ -23,6 +23,11 @@ def finetune_cmd(
     val_lifted: list[Path] = typer.Option(
         [], "--val-lifted", help="Held-out lifted scene(s) for the validation loss (repeatable)."
     ),
+    scene_root: Path | None = typer.Option(
+        None,
+        "--scene-root",
+        help="Folder now holding the lifts' source scenes (looked up by folder name; for moved data).",
+    ),
     config: Path | None = typer.Option(None, "--config", help="YAML with FinetuneConfig fields (flags win)."),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Passes over all views [1]."),
     max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Stop after this many steps."),
@@ -101,6 +106,7 @@ def finetune_cmd(
         weights=weights,
         allow_random_init=allow_random_init,
         val_lifted_dirs=val_lifted,
+        scene_root=scene_root,
     )
     import os
 
