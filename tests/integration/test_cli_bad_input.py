@@ -19,21 +19,23 @@ LIFT_TINY = [
 
 
 def one_error_line(r, needle: str) -> str:
-    """The single ``tune3d: error:`` line of a failed run, checked to contain ``needle``."""
+    """The single ``tune3d: error:`` line of a failed run (the last on stderr; progress bars may precede
+    it), checked to contain ``needle``."""
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2, (r.returncode, r.stderr)
-    assert len(lines) == 1 and lines[0].startswith("tune3d: error:"), r.stderr
-    assert needle in lines[0], lines[0]
-    return lines[0]
+    errors = [x for x in lines if x.startswith("tune3d: error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0] and "Traceback" not in r.stderr, r.stderr
+    assert needle in errors[0], errors[0]
+    return errors[0]
 
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> Path:
-    """Two tiny synthetic scenes in ``ROOT/data/scene_00{0,1}``."""
+    """Two tiny synthetic scenes (4 views at 32x48) in ``ROOT/data/scene_00{0,1}``."""
     from tune3d.data.synth import synth_dataset
 
     root = tmp_path_factory.mktemp("badinput")
-    synth_dataset(root / "data", scenes=2, views=4, resolution=(24, 32), seed=0, num_points=300)
+    synth_dataset(root / "data", scenes=2, views=4, resolution=(32, 48), seed=0, num_points=300)
     return root
 
 
@@ -60,3 +62,122 @@ def test_lifted_scene_relocates_with_scene_root(scenes, tmp_path, monkeypatch):
     r = cli(*ft, "--out", "o3", "--scene-root", "../moved")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "elsewhere" / "o3" / "backbone.safetensors").is_file()
+
+
+@pytest.fixture(scope="module")
+def trained(scenes, tmp_path_factory) -> Path:
+    """A dust3r_tiny trained for one step at 32x48 (its model.json records that resolution)."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    r = cli("train-recon", "--model", "dust3r_tiny", "--allow-random-init", "--data", scenes / "data",
+            "--out", out, "--resolution", "32x48", "--batch-size", "1", "--steps", "1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def images(scenes) -> list[Path]:
+    from PIL import Image
+
+    from tune3d.data import load_scene
+
+    scene = load_scene(scenes / "data" / "scene_000")
+    paths = []
+    for k in range(3):
+        paths.append(scenes / f"img{k}.png")
+        Image.fromarray(scene[k].image()).save(paths[-1])
+    return paths
+
+
+# 2. An (almost) empty point cloud is reported with the confidences seen and the option to lower.
+def test_reconstruct_says_when_the_threshold_drops_every_point(images, tmp_path):
+    r = cli("reconstruct", *images, "--model", "dust3r_tiny", "--allow-random-init", "--size", "32",
+            "--no-previews", "--out", tmp_path / "rec")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tune3d: warning: only 0 of"), r.stderr
+    assert "confidences seen:" in lines[0] and "--conf-threshold" in lines[0]
+    r = cli("reconstruct", *images, "--model", "dust3r_tiny", "--allow-random-init", "--size", "32",
+            "--no-previews", "--conf-threshold", "1", "--out", tmp_path / "rec1")  # fmt: skip
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+
+
+# 3. The default input size is the one recorded with the weights, in reconstruct and eval-recon.
+def test_default_size_is_the_training_resolution(trained, images, scenes, tmp_path):
+    import json
+
+    import numpy as np
+
+    w = trained / "model.safetensors"
+    r = cli("reconstruct", *images, "--weights", w, "--no-previews", "--conf-threshold", "0",
+            "--out", tmp_path / "rec")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert np.load(tmp_path / "rec" / "predictions.npz")["conf"].shape == (3, 32, 48)
+    assert yaml.safe_load((tmp_path / "rec" / "config.yaml").read_text())["size"] == 48
+    r = cli("eval-recon", "--weights", w, "--data", scenes / "data" / "scene_000", "--out", tmp_path / "ev",
+            "--pairs", "1", "--mono-frames", "1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["meta"]["input_size"] == [32, 48]
+    one_error_line(
+        cli("reconstruct", *images, "--weights", w, "--size", "0", "--out", tmp_path / "z"), "--size 0"
+    )
+    assert not (tmp_path / "z").exists()
+
+
+# 7. Option checks: one clear line, exit 2, nothing written.
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["train-recon", "--lr", "-1"], "--lr -1"),
+        (["train-recon", "--lr", "nan"], "--lr nan"),
+        (["train-recon", "--steps", "0"], "--steps 0"),
+        (["reconstruct", "--size", "-5"], "--size -5"),
+        (["reconstruct", "--conf-threshold", "nan"], "--conf-threshold nan"),
+        (["eval-recon", "--views", "20"], "need at least 20 frames"),
+        (["eval-recon", "--size", "-5"], "--size -5"),
+    ],
+)
+def test_option_checks(argv, needle, scenes, images, tmp_path):
+    cmd, *opts = argv
+    out = tmp_path / "out"
+    common = {
+        "train-recon": ["--model", "dust3r_tiny", "--allow-random-init", "--data", scenes / "data",
+                        "--resolution", "32x48", "--batch-size", "1", "--steps", "1"],
+        "reconstruct": [*images, "--model", "dust3r_tiny", "--allow-random-init"],
+        "eval-recon": ["--model", "vggt_tiny", "--allow-random-init", "--data", scenes / "data" / "scene_000",
+                       "--mono-frames", "1"],
+    }[cmd]  # fmt: skip
+    one_error_line(cli(cmd, *common, *opts, "--out", out), needle)
+    assert not out.exists()
+
+
+def test_eval_recon_without_any_covisible_tuple_is_an_error(scenes, tmp_path):
+    import dataclasses
+
+    import numpy as np
+
+    from tune3d.data import load_scene, write_scene
+
+    scene = load_scene(scenes / "data" / "scene_000")
+    frames = []
+    for i, f in enumerate(scene.frames):  # cameras 1 km apart: no two frames see the same surface
+        c2w = f.c2w.copy()
+        c2w[:3, 3] += np.array([1000.0 * i, 0, 0])
+        frames.append(dataclasses.replace(f, c2w=c2w))
+    write_scene(dataclasses.replace(scene, frames=frames, points=None), tmp_path / "apart")
+    r = cli("eval-recon", "--model", "dust3r_tiny", "--allow-random-init", "--data", tmp_path / "apart",
+            "--mono-frames", "1", "--pairs", "2", "--size", "48", "--out", tmp_path / "ev")  # fmt: skip
+    one_error_line(r, "no tuple of 2 co-visible frames")
+    assert not (tmp_path / "ev").exists()
+
+
+def test_finetune_config_with_an_unknown_yaml_tag(tmp_path):
+    cfg = tmp_path / "ft.yaml"
+    cfg.write_text("lr: !!python/object/apply:os.system ['echo hi']\n")
+    r = cli(
+        "finetune", "--lifted", tmp_path, "-b", "dinov2_vits14_tiny", "--config", cfg, "--out", tmp_path / "o"
+    )
+    one_error_line(r, "malformed YAML")
+    cfg.write_text("- 1\n- 2\n")
+    one_error_line(
+        cli("finetune", "--lifted", tmp_path, "-b", "x", "--config", cfg, "--out", tmp_path / "o"), "mapping"
+    )

@@ -68,7 +68,14 @@ def finetune_cmd(
 
         if not config.is_file():
             raise Tune3DError(f"{config}: config file not found")
-        data = yaml.safe_load(config.read_text()) or {}
+        try:
+            data = yaml.safe_load(config.read_text()) or {}
+        except yaml.YAMLError as e:  # includes unknown tags such as !!python/object
+            raise Tune3DError(f"{config}: malformed YAML ({' '.join(str(e).split())})") from None
+        if not isinstance(data, dict):
+            raise Tune3DError(
+                f"{config}: expected a mapping of FinetuneConfig fields, got {type(data).__name__}"
+            )
         names = {f.name for f in dataclasses.fields(FinetuneConfig)}
         base = {k: v for k, v in data.items() if k in names}  # a run's config.yaml also lists its inputs
     flags = dict(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -23,6 +24,34 @@ def _model_name(model: str | None, weights: Path | None) -> str:
             if name:
                 return str(name)
     raise Tune3DError("--model NAME is required (no model.json beside --weights)")
+
+
+def _model_meta(weights: Path | None) -> dict:
+    """``model.json`` beside ``--weights`` (written by ``train-recon``), or ``{}``."""
+    if weights is None:
+        return {}
+    meta = (weights.parent if weights.is_file() else weights) / "model.json"
+    if not meta.is_file():
+        return {}
+    from tune3d.io import read_json
+
+    data = read_json(meta)
+    return data if isinstance(data, dict) else {}
+
+
+def _input_size(size: int | None, net, weights: Path | None) -> int | None:
+    """``--size``, else the size the weights were trained at (``resolution`` in their ``model.json``:
+    the long side for CroCo models, the width for VGGT), else ``None`` (the family's demo default)."""
+    if size is not None:
+        if size <= 0:
+            raise Tune3DError(f"--size {size}: must be a positive number of pixels")
+        return size
+    res = _model_meta(weights).get("resolution")
+    if not (isinstance(res, list) and len(res) == 2 and all(isinstance(v, int) and v > 0 for v in res)):
+        return None
+    from tune3d.recon.inference import model_family
+
+    return res[1] if model_family(net) == "vggt" else max(res)
 
 
 def _build(
@@ -79,15 +108,23 @@ def register(app: typer.Typer) -> None:
         image 1's frame; CUT3R and VGGT take all images at once.
         """
         from tune3d.io import write_yaml
-        from tune3d.recon.export import export_reconstruction
+        from tune3d.recon.export import export_reconstruction, sparse_cloud_warning
         from tune3d.recon.inference import default_conf_threshold, prepare_images
         from tune3d.recon.inference import reconstruct as run
 
+        if size is not None and size <= 0:
+            raise Tune3DError(f"--size {size}: must be a positive number of pixels")
+        if conf_threshold is not None and not math.isfinite(conf_threshold):
+            raise Tune3DError(f"--conf-threshold {conf_threshold}: must be a finite number")
         name, net = _build(model, weights, allow_random_init, adapter, device)
+        size = _input_size(size, net, weights)
         prep = prepare_images(images, net, size=size, mode=mode)
         recon = run(net, prep.images)
         if conf_threshold is None:
             conf_threshold = default_conf_threshold(net, recon.conf, prep.valid.numpy())
+        sparse = sparse_cloud_warning(recon.conf, prep.valid.numpy(), conf_threshold)
+        if sparse:
+            typer.echo(f"tune3d: warning: {sparse}", err=True)
         summary = export_reconstruction(
             out, recon, prep.colors, prep.valid.numpy(), prep.names, conf_threshold, previews
         )
@@ -142,6 +179,11 @@ def register(app: typer.Typer) -> None:
 
         if weights is not None and not weights.exists():
             raise Tune3DError(f"{weights}: weights file not found")
+        if not (math.isfinite(lr) and lr > 0):
+            raise Tune3DError(f"--lr {lr}: the learning rate must be a positive number")
+        for option, value in (("--steps", steps), ("--batch-size", batch_size), ("--views", views)):
+            if value < 1:
+                raise Tune3DError(f"{option} {value}: must be at least 1")
         cfg = TrainReconConfig(
             model=model,
             data=[str(d) for d in data],
@@ -194,7 +236,27 @@ def register(app: typer.Typer) -> None:
             raise Tune3DError(f"--align {align!r}: expected one of {', '.join(DEPTH_ALIGN_MODES)}")
         if not data.exists():
             raise Tune3DError(f"{data}: scene not found")
+        if size is not None and size <= 0:
+            raise Tune3DError(f"--size {size}: must be a positive number of pixels")
+        for option, value, least in (
+            ("--views", views, 1),
+            ("--pairs", pairs, 0),
+            ("--mono-frames", mono_frames, 0),
+        ):
+            if value < least:
+                raise Tune3DError(f"{option} {value}: must be at least {least}")
+        from tune3d.data import load_scene
+
+        scene = load_scene(data)
+        n_frames = len(scene.subset(frames)) if frames else len(scene)
         name, net = _build(model, weights, allow_random_init, adapter, device)
+        tuple_size = 2 if net.num_views == 2 else max(2, views)
+        if pairs > 0 and tuple_size > n_frames:
+            raise Tune3DError(
+                f"{data}: tuples of {tuple_size} views need at least {tuple_size} frames, "
+                f"the scene has {n_frames}; lower --views"
+            )
+        size = _input_size(size, net, weights)
         cfg = EvalReconConfig(
             frames=frames,
             pairs=pairs,
@@ -205,7 +267,12 @@ def register(app: typer.Typer) -> None:
             max_depth=max_depth,
             seed=seed,
         )
-        metrics = evaluate_model(net, data, cfg, progress=True)
+        metrics = evaluate_model(net, scene, cfg, progress=True)
+        if pairs > 0 and not metrics["multiview"].get("tuples"):
+            raise Tune3DError(
+                f"{data}: no tuple of {tuple_size} co-visible frames found for the multi-view metrics; "
+                "use fewer --views (or --pairs 0 for monocular depth only)"
+            )
         out.mkdir(parents=True, exist_ok=True)
         metrics["meta"].update({"model": name, "weights": str(weights) if weights else None})
         write_yaml(
