@@ -181,3 +181,56 @@ def test_finetune_config_with_an_unknown_yaml_tag(tmp_path):
     one_error_line(
         cli("finetune", "--lifted", tmp_path, "-b", "x", "--config", cfg, "--out", tmp_path / "o"), "mapping"
     )
+
+
+def write_seven_scenes(
+    folder: Path, frames: int = 3, hw: tuple[int, int] = (24, 32), intrinsics: bool = True
+):
+    """A tiny 7-Scenes sequence folder: colour PNGs, 16-bit depth in mm, 4x4 poses."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    H, W = hw
+    for i in range(frames):
+        stem = folder / f"frame-{i:06d}"
+        Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(f"{stem}.color.png")
+        Image.fromarray(np.full((H, W), 1500 + 10 * i, dtype=np.uint16)).save(f"{stem}.depth.png")
+        pose = np.eye(4)
+        pose[0, 3] = 0.05 * i
+        np.savetxt(f"{stem}.pose.txt", pose)
+    if intrinsics:
+        np.savetxt(folder / "camera-intrinsics.txt", [[30.0, 0, W / 2], [0, 30.0, H / 2], [0, 0, 1]])
+    return folder
+
+
+DISTILL_TINY = ["distill", "--model", "dust3r_tiny", "--allow-random-init", "--resolution", "32x32",
+                "--steps", "1", "--batch-size", "1", "--quiet"]  # fmt: skip
+
+
+# 4. distill reports a scene's own error instead of re-reading it as an image folder.
+def test_distill_reports_the_scenes_own_error(tmp_path):
+    scene = write_seven_scenes(tmp_path / "seq")
+    (scene / "frame-000001.pose.txt").write_text("1 0 0 nan\n0 1 0 0\n0 0 1 0\n0 0 0 1\n")
+    r = cli(*DISTILL_TINY, "--teacher", "sensor", "--mono", scene, "--out", tmp_path / "o")
+    one_error_line(r, "frame-000001.pose.txt: pose has NaN or inf values")
+    assert not (tmp_path / "o").exists()
+
+
+# 8. Mixed image sizes: the error names the file (reconstruct), distill refuses mixed aspect ratios.
+def test_mixed_sizes_name_the_file(images, tmp_path):
+    from PIL import Image
+
+    tall = tmp_path / "tall.png"
+    Image.new("RGB", (32, 48), (10, 20, 30)).save(tall)
+    r = cli("reconstruct", images[0], tall, "--model", "dust3r_tiny", "--allow-random-init", "--size", "48",
+            "--out", tmp_path / "rec")  # fmt: skip
+    one_error_line(r, f"{tall}: 32x48 gives a 32x48 model input but {images[0]} (48x32) gives 48x32")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for k, size in enumerate([(48, 32), (48, 32), (32, 48)]):
+        Image.new("RGB", size, (k, 0, 0)).save(folder / f"im{k}.png")
+    r = cli(*DISTILL_TINY, "--teacher", "recon:dust3r_tiny", "--mono", folder, "--out", tmp_path / "d")
+    one_error_line(r, f"{folder / 'im2.png'}: 32x48 has another aspect ratio than im0.png (48x32)")
+    assert not (tmp_path / "d").exists()

@@ -171,7 +171,7 @@ def prepare_images(
         raise Tune3DError("no input images given")
     size = size or default_size(model)
     family = model_family(model)
-    tensors, valids, names, sizes, transforms = [], [], [], [], []
+    tensors, valids, names, sizes, transforms, labels = [], [], [], [], [], []
     for k, item in enumerate(images):
         if isinstance(item, Image.Image):
             img, name = _to_rgb(item), f"image_{k:03d}"
@@ -180,6 +180,7 @@ def prepare_images(
         else:
             img, name = read_image(item), Path(item).stem
         names.append(name)
+        labels.append(str(item) if isinstance(item, (str, os.PathLike)) else f"input image {k}")
         sizes.append((img.size[1], img.size[0]))
         if family == "vggt":
             x, tf, valid = vggt_preprocess(img, size, model.patch_size, mode)
@@ -194,9 +195,12 @@ def prepare_images(
     W = max(t.shape[2] for t in tensors)
     if any(t.shape[1:] != (H, W) for t in tensors):
         if family != "vggt":
-            shapes = sorted({tuple(t.shape[1:]) for t in tensors})
+            k = next(k for k, t in enumerate(tensors) if t.shape[1:] != tensors[0].shape[1:])
+            (h0, w0), (h, w) = sizes[0], sizes[k]
+            (H0, W0), (Hk, Wk) = tensors[0].shape[1:], tensors[k].shape[1:]
             raise Tune3DError(
-                f"input images have different shapes after resizing {shapes}; use one aspect ratio"
+                f"{labels[k]}: {w}x{h} gives a {Wk}x{Hk} model input but {labels[0]} ({w0}x{h0}) gives "
+                f"{W0}x{H0}; {family} needs images of one aspect ratio (VGGT pads mixed sizes)"
             )
         for k, (t, v) in enumerate(zip(tensors, valids)):
             tensors[k], valids[k], lft, top = _pad_to(t, v, H, W)
