@@ -234,3 +234,22 @@ def test_mixed_sizes_name_the_file(images, tmp_path):
     r = cli(*DISTILL_TINY, "--teacher", "recon:dust3r_tiny", "--mono", folder, "--out", tmp_path / "d")
     one_error_line(r, f"{folder / 'im2.png'}: 32x48 has another aspect ratio than im0.png (48x32)")
     assert not (tmp_path / "d").exists()
+
+
+# 5. demo checks every name and option before its first stage: it fails at once and writes nothing.
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--backbone", "foo"], "unknown backbone 'foo'"),
+        (["--method", "fin3r", "--base-model", "foo"], "unknown reconstruction model 'foo'"),
+        (["--method", "fin3r", "--teacher", "dpt"], "--teacher 'dpt'"),
+        (["--method", "fin3r", "--teacher", "recon:foo"], "unknown reconstruction model 'foo'"),
+        (["--method", "fit3d", "--data", "NOT_A_SCENE"], "unknown scene layout"),
+        (["--method", "fit3d", "--train-frames", "0-10"], "--train-frames '0-10'"),
+    ],
+)
+def test_demo_checks_names_before_any_work(argv, needle, tmp_path):
+    (tmp_path / "empty").mkdir()
+    argv = [str(tmp_path / "empty") if a == "NOT_A_SCENE" else a for a in argv]
+    one_error_line(cli("demo", *argv, "--out", tmp_path / "demo"), needle)
+    assert not (tmp_path / "demo").exists()  # failed before the first stage (it creates OUT)
