@@ -253,3 +253,69 @@ def test_demo_checks_names_before_any_work(argv, needle, tmp_path):
     argv = [str(tmp_path / "empty") if a == "NOT_A_SCENE" else a for a in argv]
     one_error_line(cli("demo", *argv, "--out", tmp_path / "demo"), needle)
     assert not (tmp_path / "demo").exists()  # failed before the first stage (it creates OUT)
+
+
+def _corrupt(scene: Path, how: str) -> Path:
+    """Break one file of a synthetic scene; returns the file broken."""
+    import numpy as np
+    from PIL import Image
+
+    if how == "truncated":
+        f = scene / "images" / "000001.png"
+        f.write_bytes(f.read_bytes()[:200])
+    elif how == "missing":
+        f = scene / "images" / "000002.png"
+        f.unlink()
+    elif how == "wrong_size":
+        f = scene / "images" / "000001.png"
+        Image.new("RGB", (20, 10)).save(f)
+    elif how == "nan_depth":
+        f = scene / "depth" / "000002.npy"
+        d = np.load(f)
+        d[3, 4] = np.nan
+        np.save(f, d)
+    return f
+
+
+# 6. `data info` opens every file of small scenes (--check) and reports the first bad one.
+@pytest.mark.parametrize(
+    "how, needle",
+    [
+        ("truncated", "unreadable image"),
+        ("missing", "file not found"),
+        ("wrong_size", "image is 20x10 but the camera says 48x32"),
+        ("nan_depth", "depth has NaN or inf values"),
+    ],
+)
+def test_data_info_checks_every_file(scenes, tmp_path, how, needle):
+    import json
+
+    scene = tmp_path / "scene"
+    shutil.copytree(scenes / "data" / "scene_000", scene)
+    r = cli("data", "info", scene, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["checked"] is True, r.stderr
+    bad = _corrupt(scene, how)
+    assert one_error_line(cli("data", "info", scene), needle).startswith(f"tune3d: error: {bad}: ")
+    one_error_line(cli("data", "info", scene, "--check"), needle)
+    if how != "missing":  # a missing file is found when the scene loads; the others only when read
+        r = cli("data", "info", scene, "--no-check", "--json")
+        assert r.returncode == 0 and json.loads(r.stdout)["checked"] is False
+
+
+def test_data_info_warns_when_seven_scenes_intrinsics_are_assumed(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    def info(folder):  # a real process: the warning goes through logging, which pytest would capture
+        cmd = [sys.executable, "-m", "tune3d", "data", "info", str(folder), "--json"]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    r = info(write_seven_scenes(tmp_path / "calibrated"))
+    assert r.returncode == 0 and r.stderr.strip() == "" and json.loads(r.stdout)["fx"] == 30.0, r.stderr
+    r = info(write_seven_scenes(tmp_path / "bare", intrinsics=False))
+    assert r.returncode == 0 and json.loads(r.stdout)["fx"] == 585.0, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert (
+        len(lines) == 1 and "no camera-intrinsics.txt; assuming" in lines[0] and "fx = fy = 585" in lines[0]
+    )

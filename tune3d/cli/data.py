@@ -9,6 +9,7 @@ import typer
 
 from tune3d.cli._args import parse_hw
 
+CHECK_AUTO_FRAMES = 200  # `data info` decodes every file of scenes up to this size unless told otherwise
 data_app = typer.Typer(help="Scenes: synthesize, inspect, convert.", no_args_is_help=True)
 
 
@@ -69,12 +70,23 @@ def synth(
 def info(
     path: Path = typer.Argument(..., help="A scene folder (any supported layout) or a folder of scenes."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per line."),
+    check: bool | None = typer.Option(
+        None,
+        "--check/--no-check",
+        help=f"Decode every image, depth and label file and report the first bad one (default: on for "
+        f"scenes of at most {CHECK_AUTO_FRAMES} frames).",
+    ),
 ) -> None:
     """Summarize a scene: frames, camera, depth/labels, points, splits."""
     from tune3d.data import find_scene_dirs, load_scene
+    from tune3d.data.validate import check_scene_files
 
     for d in find_scene_dirs(path):
-        s = scene_info(load_scene(d))
+        scene = load_scene(d)
+        checked = check if check is not None else len(scene) <= CHECK_AUTO_FRAMES
+        if checked:
+            check_scene_files(scene)
+        s = {**scene_info(scene), "checked": checked}
         if as_json:
             typer.echo(json.dumps(s))
             continue
@@ -82,7 +94,8 @@ def info(
             f"{s['name']} [{s['format']}] {s['num_frames']} frames {s['width']}x{s['height']} "
             f"fx={s['fx']:.2f} fy={s['fy']:.2f} cx={s['cx']:.2f} cy={s['cy']:.2f} "
             f"depth={'yes' if s['has_depth'] else 'no'} labels={'yes' if s['has_semantics'] else 'no'} "
-            f"points={s['num_points']} splits={s['splits'] or '-'}"
+            f"points={s['num_points']} splits={s['splits'] or '-'} "
+            f"files={'ok' if checked else 'not checked (--check)'}"
         )
 
 
