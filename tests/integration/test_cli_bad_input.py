@@ -319,3 +319,38 @@ def test_data_info_warns_when_seven_scenes_intrinsics_are_assumed(tmp_path):
     assert (
         len(lines) == 1 and "no camera-intrinsics.txt; assuming" in lines[0] and "fx = fy = 585" in lines[0]
     )
+
+
+# 9. Each family reads images as its official loader does: alpha and EXIF orientation.
+@pytest.mark.parametrize(
+    "model, size, rgb", [("dust3r_tiny", "64", (200, 10, 10)), ("vggt_tiny", "56", (255, 255, 255))]
+)
+def test_reconstruct_transparent_pixels_follow_the_family_loader(model, size, rgb, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rgba = np.zeros((48, 64, 4), np.uint8)
+    rgba[..., :3] = (200, 10, 10)  # fully transparent red: DUSt3R keeps the red, VGGT lays it onto white
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    r = cli("reconstruct", tmp_path / "a.png", tmp_path / "a.png", "--model", model, "--allow-random-init",
+            "--size", size, "--conf-threshold", "0", "--no-previews", "--out", tmp_path / "rec")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    images = np.load(tmp_path / "rec" / "predictions.npz")["images"]
+    assert (np.abs(images.astype(int) - rgb) <= 1).all()
+
+
+@pytest.mark.parametrize("model, size, hw", [("dust3r_tiny", "64", (64, 48)), ("vggt_tiny", "56", (42, 56))])
+def test_reconstruct_exif_orientation_follows_the_family_loader(model, size, hw, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    img = Image.fromarray(np.full((48, 64, 3), 90, np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees to display (a portrait photo stored landscape)
+    img.save(tmp_path / "rot.png", exif=exif)
+    rot = tmp_path / "rot.png"
+    r = cli("reconstruct", rot, rot, "--model", model, "--allow-random-init",
+            "--size", size, "--conf-threshold", "0", "--no-previews", "--out", tmp_path / "rec")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    # DUSt3R's load_images applies exif_transpose (portrait input); VGGT's loader does not (landscape)
+    assert np.load(tmp_path / "rec" / "predictions.npz")["images"].shape[1:3] == hw

@@ -10,7 +10,11 @@ Each family gets its images the way its official demo prepares them:
   the model's ``img_size`` by default) with the height rounded to a multiple of 14, then centre-crops a
   taller-than-square height to ``size``; ``mode="pad"`` fits the long side to ``size`` and pads to a
   ``size x size`` square with white (1.0). Images of different shapes are padded to a common shape
-  with white. Transparent pixels are composited on white.
+  with white.
+
+Images are read as each official loader reads them (:func:`_to_rgb`): the CroCo family applies EXIF
+orientation and drops alpha (the colour under transparent pixels is kept); VGGT ignores EXIF orientation
+and composites RGBA onto white.
 
 :func:`reconstruct` runs the model: one forward over all images for N-view models (CUT3R, VGGT); for
 pairwise models (DUSt3R, MASt3R) every image ``i > 1`` is paired with image 1 (``(1, i)``) so all
@@ -64,24 +68,33 @@ def default_size(model: ReconModel) -> int:
     return 512
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(bg, rgba).convert("RGB")
-    return img.convert("RGB")
+def _to_rgb(img: Image.Image, family: str = "dust3r") -> Image.Image:
+    """RGB the way each family's official loader gets it from ``PIL.Image.open``.
+
+    CroCo family (dust3r ``load_images``): ``exif_transpose(img).convert("RGB")``, so EXIF orientation is
+    applied and alpha is dropped (transparent pixels keep the colour stored under them). VGGT
+    (``load_and_preprocess_images``): no EXIF orientation; an ``RGBA`` image is composited onto white,
+    any other mode is converted to RGB as is.
+    """
+    if family == "vggt":
+        if img.mode == "RGBA":
+            bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
+            return Image.alpha_composite(bg, img).convert("RGB")
+        return img.convert("RGB")
+    return ImageOps.exif_transpose(img).convert("RGB")
 
 
-def read_image(path: str | os.PathLike) -> Image.Image:
-    """An RGB PIL image (EXIF-rotated, alpha over white); a missing or unreadable file is a user error."""
+def read_image(path: str | os.PathLike, family: str = "dust3r") -> Image.Image:
+    """An RGB PIL image prepared as ``family``'s official loader does (see :func:`_to_rgb`); a missing or
+    unreadable file is a user error."""
     path = Path(path)
     if not path.is_file():
         raise Tune3DError(f"{path}: image not found")
     try:
         with Image.open(path) as im:
-            return _to_rgb(im)
-    except OSError as e:
+            im.load()
+            return _to_rgb(im, family)
+    except (OSError, ValueError, SyntaxError) as e:
         raise Tune3DError(f"{path}: cannot read image ({e})") from None
 
 
@@ -174,11 +187,12 @@ def prepare_images(
     tensors, valids, names, sizes, transforms, labels = [], [], [], [], [], []
     for k, item in enumerate(images):
         if isinstance(item, Image.Image):
-            img, name = _to_rgb(item), f"image_{k:03d}"
+            img, name = _to_rgb(item, family), f"image_{k:03d}"
         elif isinstance(item, np.ndarray):
-            img, name = Image.fromarray(np.ascontiguousarray(item, dtype=np.uint8)), f"image_{k:03d}"
+            img = _to_rgb(Image.fromarray(np.ascontiguousarray(item, dtype=np.uint8)), family)
+            name = f"image_{k:03d}"
         else:
-            img, name = read_image(item), Path(item).stem
+            img, name = read_image(item, family), Path(item).stem
         names.append(name)
         labels.append(str(item) if isinstance(item, (str, os.PathLike)) else f"input image {k}")
         sizes.append((img.size[1], img.size[0]))
