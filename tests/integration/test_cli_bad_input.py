@@ -354,3 +354,23 @@ def test_reconstruct_exif_orientation_follows_the_family_loader(model, size, hw,
     assert r.returncode == 0, r.stderr
     # DUSt3R's load_images applies exif_transpose (portrait input); VGGT's loader does not (landscape)
     assert np.load(tmp_path / "rec" / "predictions.npz")["images"].shape[1:3] == hw
+
+
+# 10. VGGT's depth unprojection matches the released depth_to_cam_coords_points (integer u, cx = W/2).
+def test_vggt_pts3d_self_matches_the_official_unprojection():
+    import numpy as np
+    import torch
+
+    from tune3d.recon import create_model
+
+    net = create_model("vggt_tiny", allow_random_init=True, device="cpu")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = net(torch.rand(1, 2, 3, 28, 42))
+    depth, K = out.depth[0].double().numpy(), out.K[0].double().numpy()
+    assert np.allclose(K[:, 0, 2], 21.0) and np.allclose(K[:, 1, 2], 14.0)  # principal point at W/2, H/2
+    u, v = np.meshgrid(np.arange(42), np.arange(28))
+    for s in range(2):
+        fx, fy, cx, cy = K[s, 0, 0], K[s, 1, 1], K[s, 0, 2], K[s, 1, 2]
+        ref = np.stack([(u - cx) * depth[s] / fx, (v - cy) * depth[s] / fy, depth[s]], -1)
+        np.testing.assert_allclose(out.pts3d_self[0, s].double().numpy(), ref, rtol=1e-5, atol=1e-6)
