@@ -64,6 +64,25 @@ def test_lifted_scene_relocates_with_scene_root(scenes, tmp_path, monkeypatch):
     assert (tmp_path / "elsewhere" / "o3" / "backbone.safetensors").is_file()
 
 
+def test_lifts_recorded_before_fingerprints_still_count_as_finished(scenes, tmp_path):
+    from types import SimpleNamespace
+
+    from tune3d.data import load_scene
+    from tune3d.io import write_json, write_yaml
+    from tune3d.splatting.lift import CONFIG_FILE, METRICS_FILE, LiftConfig, config_record, is_finished
+
+    backbone = SimpleNamespace(name="dinov2_vits14_tiny", weights=None)
+    record = config_record(LiftConfig(), load_scene(scenes / "data" / "scene_000"), backbone)
+    old = {**record, "scene": {"name": "scene_000", "path": "data/scene_000", "frames": 4}}  # as typed
+    write_yaml(tmp_path / CONFIG_FILE, old)
+    write_json(tmp_path / METRICS_FILE, {})
+    assert is_finished(tmp_path, record)
+    other = config_record(LiftConfig(), load_scene(scenes / "data" / "scene_001"), backbone)
+    assert not is_finished(tmp_path, other)
+    write_yaml(tmp_path / CONFIG_FILE, {**record, "scene": {**record["scene"], "path": "/elsewhere"}})
+    assert is_finished(tmp_path, record)  # the same content at another path is the same scene
+
+
 @pytest.fixture(scope="module")
 def trained(scenes, tmp_path_factory) -> Path:
     """A dust3r_tiny trained for one step at 32x48 (its model.json records that resolution)."""

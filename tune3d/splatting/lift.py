@@ -503,6 +503,16 @@ def _fingerprint(record: dict[str, Any]) -> dict[str, Any]:
     return {"scene": scene, "backbone": record.get("backbone"), "lift": lift}
 
 
+def _same_settings(old: dict[str, Any], record: dict[str, Any]) -> bool:
+    """Whether ``old`` (a lift's ``config.yaml``) was made with ``record``'s settings. Lifts recorded
+    before scene fingerprints existed are matched on the scene's name and frame count."""
+    a, b = _fingerprint(old), _fingerprint(record)
+    if isinstance(a["scene"], dict) and "fingerprint" not in a["scene"] and isinstance(b["scene"], dict):
+        a["scene"] = {k: a["scene"].get(k) for k in ("name", "frames")}
+        b["scene"] = {k: b["scene"].get(k) for k in ("name", "frames")}
+    return a == b
+
+
 def _read_record(path: Path) -> dict[str, Any] | None:
     import yaml
 
@@ -518,7 +528,7 @@ def is_finished(out_dir: str | os.PathLike, record: dict[str, Any]) -> bool:
     if not (out_dir / METRICS_FILE).is_file():
         return False
     old = _read_record(out_dir / CONFIG_FILE)
-    return old is not None and _fingerprint(old) == _fingerprint(record)
+    return old is not None and _same_settings(old, record)
 
 
 def _prepare_out_dir(out_dir: Path, record: dict[str, Any], overwrite: bool) -> None:
@@ -532,7 +542,7 @@ def _prepare_out_dir(out_dir: Path, record: dict[str, Any], overwrite: bool) -> 
                 p.unlink()
     if cfg_path.is_file():
         old = _read_record(cfg_path)
-        if old is None or _fingerprint(old) != _fingerprint(record):
+        if old is None or not _same_settings(old, record):
             changed = sorted(
                 k
                 for k, v in _fingerprint(record)["lift"].items()
