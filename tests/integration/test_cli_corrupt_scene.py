@@ -152,8 +152,8 @@ def test_every_command_succeeds_or_fails_in_one_line(clean, layout, hows):
             "lift": ["lift", scene, "--backbone", "dinov2_vits14_tiny", "--allow-random-init",
                      "--latent-dim", "4", "--feature-resolution", "14x28", "--init-points", "100",
                      "--max-gaussians", "200", "--iters", "2", "-q", "--out", tmp / "lift"],
-            "reconstruct": ["reconstruct", *images, "--model", "dust3r_tiny", "--allow-random-init",
-                            "--size", "32", "--no-previews", "--out", tmp / "rec"],
+            "reconstruct": ["reconstruct", *images, "--model", "vggt_tiny", "--allow-random-init",
+                            "--size", "42", "--no-previews", "--out", tmp / "rec"],
         }  # fmt: skip
         for what, argv in runs.items():
             check_outcome(cli(*argv), f"{what} after {hows} ({layout})")

@@ -39,13 +39,9 @@ def _model_meta(weights: Path | None) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _input_size(size: int | None, net, weights: Path | None) -> int | None:
-    """``--size``, else the size the weights were trained at (``resolution`` in their ``model.json``:
-    the long side for CroCo models, the width for VGGT), else ``None`` (the family's demo default)."""
-    if size is not None:
-        if size <= 0:
-            raise Tune3DError(f"--size {size}: must be a positive number of pixels")
-        return size
+def _trained_size(net, weights: Path | None) -> int | None:
+    """The input size ``weights`` were trained at (``resolution`` in their ``model.json``): the long side
+    for CroCo models, the width for VGGT; ``None`` when not recorded."""
     res = _model_meta(weights).get("resolution")
     if not (isinstance(res, list) and len(res) == 2 and all(isinstance(v, int) and v > 0 for v in res)):
         return None
@@ -74,6 +70,7 @@ def _build(
 
         load_adapters(net, adapter)
         net.eval()
+    net.trained_input_size = _trained_size(net, weights)  # the default --size (inference.default_size)
     return name, net
 
 
@@ -107,21 +104,23 @@ def register(app: typer.Typer) -> None:
         Pairwise models (DUSt3R, MASt3R) pair every image with the first and report all pointmaps in
         image 1's frame; CUT3R and VGGT take all images at once.
         """
-        from tune3d.io import write_yaml
-        from tune3d.recon.export import export_reconstruction, sparse_cloud_warning
-        from tune3d.recon.inference import default_conf_threshold, prepare_images
-        from tune3d.recon.inference import reconstruct as run
-
         if size is not None and size <= 0:
             raise Tune3DError(f"--size {size}: must be a positive number of pixels")
         if conf_threshold is not None and not math.isfinite(conf_threshold):
             raise Tune3DError(f"--conf-threshold {conf_threshold}: must be a finite number")
+
+        from tune3d.io import write_yaml
+        from tune3d.recon.export import export_reconstruction
+        from tune3d.recon.inference import default_conf_threshold, prepare_images
+        from tune3d.recon.inference import reconstruct as run
+
         name, net = _build(model, weights, allow_random_init, adapter, device)
-        size = _input_size(size, net, weights)
         prep = prepare_images(images, net, size=size, mode=mode)
         recon = run(net, prep.images)
         if conf_threshold is None:
             conf_threshold = default_conf_threshold(net, recon.conf, prep.valid.numpy())
+        from tune3d.recon.export import sparse_cloud_warning
+
         sparse = sparse_cloud_warning(recon.conf, prep.valid.numpy(), conf_threshold)
         if sparse:
             typer.echo(f"tune3d: warning: {sparse}", err=True)
@@ -256,7 +255,6 @@ def register(app: typer.Typer) -> None:
                 f"{data}: tuples of {tuple_size} views need at least {tuple_size} frames, "
                 f"the scene has {n_frames}; lower --views"
             )
-        size = _input_size(size, net, weights)
         cfg = EvalReconConfig(
             frames=frames,
             pairs=pairs,

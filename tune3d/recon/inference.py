@@ -62,7 +62,12 @@ def model_family(model: ReconModel) -> str:
 
 
 def default_size(model: ReconModel) -> int:
-    """The resolution the official demo uses: 512 for the CroCo family, ``img_size`` (518) for VGGT."""
+    """The size the model's weights were trained at where it is known (``trained_input_size``, set from
+    the ``model.json`` beside ``train-recon`` weights), else the resolution the official demo uses: 512
+    for the CroCo family, ``img_size`` (518) for VGGT."""
+    trained = getattr(model, "trained_input_size", None)
+    if trained:
+        return int(trained)
     if model_family(model) == "vggt":
         return int(getattr(getattr(model, "config", None), "img_size", 518))
     return 512
