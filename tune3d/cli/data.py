@@ -39,6 +39,17 @@ def scene_info(scene) -> dict:
     }
 
 
+def check_files(scene, check: bool | None) -> bool:
+    """Decode every file of ``scene`` when ``check`` (``None``: scenes up to ``CHECK_AUTO_FRAMES``
+    frames); the first bad file raises a one-line error. Returns whether the files were checked."""
+    from tune3d.data.validate import check_scene_files
+
+    checked = check if check is not None else len(scene) <= CHECK_AUTO_FRAMES
+    if checked:
+        check_scene_files(scene)
+    return checked
+
+
 @data_app.command("synth")
 def synth(
     out: Path = typer.Argument(..., help="Output folder (scenes go to OUT/scene_000, ...)."),
@@ -69,24 +80,20 @@ def synth(
 @data_app.command("info")
 def info(
     path: Path = typer.Argument(..., help="A scene folder (any supported layout) or a folder of scenes."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per line."),
     check: bool | None = typer.Option(
         None,
         "--check/--no-check",
         help=f"Decode every image, depth and label file and report the first bad one (default: on for "
         f"scenes of at most {CHECK_AUTO_FRAMES} frames).",
     ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per line."),
 ) -> None:
     """Summarize a scene: frames, camera, depth/labels, points, splits."""
     from tune3d.data import find_scene_dirs, load_scene
-    from tune3d.data.validate import check_scene_files
 
     for d in find_scene_dirs(path):
         scene = load_scene(d)
-        checked = check if check is not None else len(scene) <= CHECK_AUTO_FRAMES
-        if checked:
-            check_scene_files(scene)
-        s = {**scene_info(scene), "checked": checked}
+        s = {**scene_info(scene), "checked": check_files(scene, check)}
         if as_json:
             typer.echo(json.dumps(s))
             continue
@@ -95,7 +102,7 @@ def info(
             f"fx={s['fx']:.2f} fy={s['fy']:.2f} cx={s['cx']:.2f} cy={s['cy']:.2f} "
             f"depth={'yes' if s['has_depth'] else 'no'} labels={'yes' if s['has_semantics'] else 'no'} "
             f"points={s['num_points']} splits={s['splits'] or '-'} "
-            f"files={'ok' if checked else 'not checked (--check)'}"
+            f"files={'ok' if s['checked'] else 'not checked (--check)'}"
         )
 
 
