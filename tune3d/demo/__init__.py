@@ -197,7 +197,7 @@ def check_inputs(cfg: DemoConfig) -> None:
             if spec is not None and not _FRAMES_RE.fullmatch(spec.replace(" ", "")):
                 raise Tune3DError(f"{flag} {spec!r}: expected A:B[:STEP] (comma-separated list ok)")
     if cfg.method in ("fin3r", "all"):
-        from tune3d.recon.registry import get_entry
+        from tune3d.recon import get_entry
 
         get_entry(cfg.base_model)
         scheme, _, rest = cfg.teacher.partition(":")
