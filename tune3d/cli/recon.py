@@ -89,7 +89,13 @@ def register(app: typer.Typer) -> None:
         ),
         allow_random_init: bool = typer.Option(False, "--allow-random-init", help="Run without weights."),
         adapter: Path | None = typer.Option(None, "--adapter", help="Fin3R adapter file."),
-        size: int | None = typer.Option(None, "--size", help="Input size (CroCo 512/224; VGGT width 518)."),
+        size: int | None = typer.Option(
+            None,
+            "--size",
+            help="Input size: long side (CroCo; 224 = square crop) or width (VGGT) [the training size in "
+            "model.json beside --weights, else 512 / 518]. Aspect ratios are kept: CroCo models need one "
+            "aspect ratio for all images, VGGT pads other shapes with white.",
+        ),
         mode: str = typer.Option("crop", "--mode", help="VGGT preprocessing: crop | pad."),
         conf_threshold: float | None = typer.Option(
             None,
@@ -220,7 +226,12 @@ def register(app: typer.Typer) -> None:
         pairs: int = typer.Option(20, "--pairs", help="Number of multi-view tuples."),
         views: int = typer.Option(2, "--views", help="Tuple size for N-view models."),
         mono_frames: int = typer.Option(20, "--mono-frames", help="Frames for monocular depth."),
-        size: int | None = typer.Option(None, "--size", help="Input size (long side / VGGT width)."),
+        size: int | None = typer.Option(
+            None,
+            "--size",
+            help="Input size: long side / VGGT width [the training size in model.json beside --weights, "
+            "else 512 / 518].",
+        ),
         align: str = typer.Option("scale_shift", "--align", help="none | median | scale | scale_shift."),
         max_depth: float | None = typer.Option(None, "--max-depth"),
         seed: int = typer.Option(0, "--seed"),
