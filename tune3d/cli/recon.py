@@ -92,9 +92,9 @@ def register(app: typer.Typer) -> None:
         size: int | None = typer.Option(
             None,
             "--size",
-            help="Input size: long side (CroCo; 224 = square crop) or width (VGGT) [the training size in "
-            "model.json beside --weights, else 512 / 518]. Aspect ratios are kept: CroCo models need one "
-            "aspect ratio for all images, VGGT pads other shapes with white.",
+            help="Input size: long side (CroCo; 224 = square crop) or width (VGGT); default: the training "
+            "size in model.json beside --weights, else 512 / 518. Aspect ratios are kept: CroCo models "
+            "need one aspect ratio for all images, VGGT pads other shapes with white.",
         ),
         mode: str = typer.Option("crop", "--mode", help="VGGT preprocessing: crop | pad."),
         conf_threshold: float | None = typer.Option(
@@ -229,8 +229,8 @@ def register(app: typer.Typer) -> None:
         size: int | None = typer.Option(
             None,
             "--size",
-            help="Input size: long side / VGGT width [the training size in model.json beside --weights, "
-            "else 512 / 518].",
+            help="Input size: long side / VGGT width; default: the training size in model.json beside "
+            "--weights, else 512 / 518.",
         ),
         align: str = typer.Option("scale_shift", "--align", help="none | median | scale | scale_shift."),
         max_depth: float | None = typer.Option(None, "--max-depth"),
