@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=True)
     except Tune3DError as e:
-        print(f"tune3d: error: {e}", file=sys.stderr)
+        print(f"tune3d: error: {' '.join(str(e).split())}", file=sys.stderr)  # always one line
         sys.exit(2)
     except KeyboardInterrupt:
         print("tune3d: interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ import typer
 
 from tune3d.cli._args import parse_hw
 
+CHECK_AUTO_FRAMES = 200  # `data info` decodes every file of scenes up to this size unless told otherwise
 data_app = typer.Typer(help="Scenes: synthesize, inspect, convert.", no_args_is_help=True)
 
 
@@ -36,6 +37,17 @@ def scene_info(scene) -> dict:
         "num_points": 0 if scene.points is None else int(len(scene.points)),
         "splits": {k: len(v) for k, v in scene.splits.items()},
     }
+
+
+def check_files(scene, check: bool | None) -> bool:
+    """Decode every file of ``scene`` when ``check`` (``None``: scenes up to ``CHECK_AUTO_FRAMES``
+    frames); the first bad file raises a one-line error. Returns whether the files were checked."""
+    from tune3d.data.validate import check_scene_files
+
+    checked = check if check is not None else len(scene) <= CHECK_AUTO_FRAMES
+    if checked:
+        check_scene_files(scene)
+    return checked
 
 
 @data_app.command("synth")
@@ -68,13 +80,20 @@ def synth(
 @data_app.command("info")
 def info(
     path: Path = typer.Argument(..., help="A scene folder (any supported layout) or a folder of scenes."),
+    check: bool | None = typer.Option(
+        None,
+        "--check/--no-check",
+        help=f"Decode every image, depth and label file and report the first bad one (default: on for "
+        f"scenes of at most {CHECK_AUTO_FRAMES} frames).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per line."),
 ) -> None:
     """Summarize a scene: frames, camera, depth/labels, points, splits."""
     from tune3d.data import find_scene_dirs, load_scene
 
     for d in find_scene_dirs(path):
-        s = scene_info(load_scene(d))
+        scene = load_scene(d)
+        s = {**scene_info(scene), "checked": check_files(scene, check)}
         if as_json:
             typer.echo(json.dumps(s))
             continue
@@ -82,7 +101,8 @@ def info(
             f"{s['name']} [{s['format']}] {s['num_frames']} frames {s['width']}x{s['height']} "
             f"fx={s['fx']:.2f} fy={s['fy']:.2f} cx={s['cx']:.2f} cy={s['cy']:.2f} "
             f"depth={'yes' if s['has_depth'] else 'no'} labels={'yes' if s['has_semantics'] else 'no'} "
-            f"points={s['num_points']} splits={s['splits'] or '-'}"
+            f"points={s['num_points']} splits={s['splits'] or '-'} "
+            f"files={'ok' if s['checked'] else 'not checked (--check)'}"
         )
 
 

@@ -12,6 +12,32 @@ from tune3d.cli._args import parse_hw
 from tune3d.errors import Tune3DError
 
 
+def _check_one_aspect_ratio(mono: Path, tolerance: float = 0.01) -> None:
+    """An image folder (not a scene) given as ``--mono`` must hold one aspect ratio: every image is
+    resized to ``--resolution`` without cropping, so another shape would be stretched. Reads headers only."""
+    from tune3d.data import find_scene_dirs
+    from tune3d.data.sources import IMAGE_EXTENSIONS, image_size
+
+    if not mono.is_dir():
+        return
+    try:
+        find_scene_dirs(mono)
+        return  # scenes carry intrinsics; their frames are resized with them
+    except Tune3DError:
+        pass
+    files = sorted(p for p in mono.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        return
+    h0, w0 = image_size(files[0])
+    for f in files[1:]:
+        h, w = image_size(f)
+        if abs((w / h) / (w0 / h0) - 1) > tolerance:
+            raise Tune3DError(
+                f"{f}: {w}x{h} has another aspect ratio than {files[0].name} ({w0}x{h0}); --mono images are "
+                "resized to --resolution without cropping, so use images of one aspect ratio"
+            )
+
+
 def distill_cmd(
     model: str = typer.Option(
         ..., "--model", "-m", help="Reconstruction model, see `tune3d` recon commands."
@@ -20,7 +46,12 @@ def distill_cmd(
     teacher: str = typer.Option(
         ..., "--teacher", help="hf:<id>[?kind=..], moge:<id>, recon:<model>[@weights] or sensor."
     ),
-    mono: Path = typer.Option(..., "--mono", help="Unlabeled data: an image folder or scene(s)."),
+    mono: Path = typer.Option(
+        ...,
+        "--mono",
+        help="Unlabeled data: an image folder (one aspect ratio) or scene(s). Every image is resized to "
+        "--resolution without cropping, as replay frames are.",
+    ),
     replay: Path | None = typer.Option(None, "--replay", help="Labelled scene(s) with depth and poses."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     form: str = typer.Option("renorm", "--form", help="Adapter: renorm | renorm-weight | plain."),
@@ -98,6 +129,7 @@ def distill_cmd(
     )
     if weights is not None and not weights.is_file() and not weights.is_dir():
         raise Tune3DError(f"{weights}: weights file not found")
+    _check_one_aspect_ratio(mono)
     metrics = distill(
         model,
         weights,

@@ -23,6 +23,11 @@ def finetune_cmd(
     val_lifted: list[Path] = typer.Option(
         [], "--val-lifted", help="Held-out lifted scene(s) for the validation loss (repeatable)."
     ),
+    scene_root: Path | None = typer.Option(
+        None,
+        "--scene-root",
+        help="Folder now holding the lifts' source scenes (looked up by folder name; for moved data).",
+    ),
     config: Path | None = typer.Option(None, "--config", help="YAML with FinetuneConfig fields (flags win)."),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Passes over all views [1]."),
     max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Stop after this many steps."),
@@ -63,7 +68,14 @@ def finetune_cmd(
 
         if not config.is_file():
             raise Tune3DError(f"{config}: config file not found")
-        data = yaml.safe_load(config.read_text()) or {}
+        try:
+            data = yaml.safe_load(config.read_text()) or {}
+        except yaml.YAMLError as e:  # includes unknown tags such as !!python/object
+            raise Tune3DError(f"{config}: malformed YAML ({' '.join(str(e).split())})") from None
+        if not isinstance(data, dict):
+            raise Tune3DError(
+                f"{config}: expected a mapping of FinetuneConfig fields, got {type(data).__name__}"
+            )
         names = {f.name for f in dataclasses.fields(FinetuneConfig)}
         base = {k: v for k, v in data.items() if k in names}  # a run's config.yaml also lists its inputs
     flags = dict(
@@ -101,6 +113,7 @@ def finetune_cmd(
         weights=weights,
         allow_random_init=allow_random_init,
         val_lifted_dirs=val_lifted,
+        scene_root=scene_root,
     )
     import os
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -25,6 +26,30 @@ def _model_name(model: str | None, weights: Path | None) -> str:
     raise Tune3DError("--model NAME is required (no model.json beside --weights)")
 
 
+def _model_meta(weights: Path | None) -> dict:
+    """``model.json`` beside ``--weights`` (written by ``train-recon``), or ``{}``."""
+    if weights is None:
+        return {}
+    meta = (weights.parent if weights.is_file() else weights) / "model.json"
+    if not meta.is_file():
+        return {}
+    from tune3d.io import read_json
+
+    data = read_json(meta)
+    return data if isinstance(data, dict) else {}
+
+
+def _trained_size(net, weights: Path | None) -> int | None:
+    """The input size ``weights`` were trained at (``resolution`` in their ``model.json``): the long side
+    for CroCo models, the width for VGGT; ``None`` when not recorded."""
+    res = _model_meta(weights).get("resolution")
+    if not (isinstance(res, list) and len(res) == 2 and all(isinstance(v, int) and v > 0 for v in res)):
+        return None
+    from tune3d.recon.inference import model_family
+
+    return res[1] if model_family(net) == "vggt" else max(res)
+
+
 def _build(
     model: str | None, weights: Path | None, allow_random_init: bool, adapter: Path | None, device: str
 ):
@@ -44,6 +69,7 @@ def _build(
 
         load_adapters(net, adapter)
         net.eval()
+    net.trained_input_size = _trained_size(net, weights)  # the default --size (inference.default_size)
     return name, net
 
 
@@ -62,7 +88,13 @@ def register(app: typer.Typer) -> None:
         ),
         allow_random_init: bool = typer.Option(False, "--allow-random-init", help="Run without weights."),
         adapter: Path | None = typer.Option(None, "--adapter", help="Fin3R adapter file."),
-        size: int | None = typer.Option(None, "--size", help="Input size (CroCo 512/224; VGGT width 518)."),
+        size: int | None = typer.Option(
+            None,
+            "--size",
+            help="Input size: long side (CroCo; 224 = square crop) or width (VGGT); default: the training "
+            "size in model.json beside --weights, else 512 / 518. Aspect ratios are kept: CroCo models "
+            "need one aspect ratio for all images, VGGT pads other shapes with white.",
+        ),
         mode: str = typer.Option("crop", "--mode", help="VGGT preprocessing: crop | pad."),
         conf_threshold: float | None = typer.Option(
             None,
@@ -77,6 +109,11 @@ def register(app: typer.Typer) -> None:
         Pairwise models (DUSt3R, MASt3R) pair every image with the first and report all pointmaps in
         image 1's frame; CUT3R and VGGT take all images at once.
         """
+        if size is not None and size <= 0:
+            raise Tune3DError(f"--size {size}: must be a positive number of pixels")
+        if conf_threshold is not None and not math.isfinite(conf_threshold):
+            raise Tune3DError(f"--conf-threshold {conf_threshold}: must be a finite number")
+
         from tune3d.io import write_yaml
         from tune3d.recon.export import export_reconstruction
         from tune3d.recon.inference import default_conf_threshold, prepare_images
@@ -87,6 +124,11 @@ def register(app: typer.Typer) -> None:
         recon = run(net, prep.images)
         if conf_threshold is None:
             conf_threshold = default_conf_threshold(net, recon.conf, prep.valid.numpy())
+        from tune3d.recon.export import sparse_cloud_warning
+
+        sparse = sparse_cloud_warning(recon.conf, prep.valid.numpy(), conf_threshold)
+        if sparse:
+            typer.echo(f"tune3d: warning: {sparse}", err=True)
         summary = export_reconstruction(
             out, recon, prep.colors, prep.valid.numpy(), prep.names, conf_threshold, previews
         )
@@ -141,6 +183,11 @@ def register(app: typer.Typer) -> None:
 
         if weights is not None and not weights.exists():
             raise Tune3DError(f"{weights}: weights file not found")
+        if not (math.isfinite(lr) and lr > 0):
+            raise Tune3DError(f"--lr {lr}: the learning rate must be a positive number")
+        for option, value in (("--steps", steps), ("--batch-size", batch_size), ("--views", views)):
+            if value < 1:
+                raise Tune3DError(f"{option} {value}: must be at least 1")
         cfg = TrainReconConfig(
             model=model,
             data=[str(d) for d in data],
@@ -178,7 +225,12 @@ def register(app: typer.Typer) -> None:
         pairs: int = typer.Option(20, "--pairs", help="Number of multi-view tuples."),
         views: int = typer.Option(2, "--views", help="Tuple size for N-view models."),
         mono_frames: int = typer.Option(20, "--mono-frames", help="Frames for monocular depth."),
-        size: int | None = typer.Option(None, "--size", help="Input size (long side / VGGT width)."),
+        size: int | None = typer.Option(
+            None,
+            "--size",
+            help="Input size: long side / VGGT width; default: the training size in model.json beside "
+            "--weights, else 512 / 518.",
+        ),
         align: str = typer.Option("scale_shift", "--align", help="none | median | scale | scale_shift."),
         max_depth: float | None = typer.Option(None, "--max-depth"),
         seed: int = typer.Option(0, "--seed"),
@@ -193,7 +245,26 @@ def register(app: typer.Typer) -> None:
             raise Tune3DError(f"--align {align!r}: expected one of {', '.join(DEPTH_ALIGN_MODES)}")
         if not data.exists():
             raise Tune3DError(f"{data}: scene not found")
+        if size is not None and size <= 0:
+            raise Tune3DError(f"--size {size}: must be a positive number of pixels")
+        for option, value, least in (
+            ("--views", views, 1),
+            ("--pairs", pairs, 0),
+            ("--mono-frames", mono_frames, 0),
+        ):
+            if value < least:
+                raise Tune3DError(f"{option} {value}: must be at least {least}")
+        from tune3d.data import load_scene
+
+        scene = load_scene(data)
+        n_frames = len(scene.subset(frames)) if frames else len(scene)
         name, net = _build(model, weights, allow_random_init, adapter, device)
+        tuple_size = 2 if net.num_views == 2 else max(2, views)
+        if pairs > 0 and tuple_size > n_frames:
+            raise Tune3DError(
+                f"{data}: tuples of {tuple_size} views need at least {tuple_size} frames, "
+                f"the scene has {n_frames}; lower --views"
+            )
         cfg = EvalReconConfig(
             frames=frames,
             pairs=pairs,
@@ -204,7 +275,12 @@ def register(app: typer.Typer) -> None:
             max_depth=max_depth,
             seed=seed,
         )
-        metrics = evaluate_model(net, data, cfg, progress=True)
+        metrics = evaluate_model(net, scene, cfg, progress=True)
+        if pairs > 0 and not metrics["multiview"].get("tuples"):
+            raise Tune3DError(
+                f"{data}: no tuple of {tuple_size} co-visible frames found for the multi-view metrics; "
+                "use fewer --views (or --pairs 0 for monocular depth only)"
+            )
         out.mkdir(parents=True, exist_ok=True)
         metrics["meta"].update({"model": name, "weights": str(weights) if weights else None})
         write_yaml(

@@ -75,3 +75,17 @@ def finite_float(value: Any, where: str, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
         raise Tune3DError(f"{where}: {what} must be a finite number, got {value!r}")
     return float(value)
+
+
+def check_scene_files(scene) -> None:
+    """Decode every frame's image, depth and labels, and check the point cloud is finite.
+
+    Each load validates what it read (size against the camera, NaN/inf or negative depth, unreadable or
+    truncated files), so the first bad file raises :class:`Tune3DError` naming it.
+    """
+    for frame in scene.frames:
+        frame.image()
+        frame.depth()
+        frame.semantics()
+    if scene.points is not None and not np.isfinite(np.asarray(scene.points, dtype=np.float64)).all():
+        raise Tune3DError(f"{scene.path or scene.name}: point cloud has NaN or inf coordinates")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -28,6 +29,8 @@ from tune3d.errors import Tune3DError
 
 METHODS = ("fit3d", "fin3r", "all")
 DEFAULT_TEACHER = "hf:depth-anything/Depth-Anything-V2-Small-hf"
+_FRAME_ITEM = r"-?\d*(:-?\d*){0,2}"
+_FRAMES_RE = re.compile(rf"{_FRAME_ITEM}(,{_FRAME_ITEM})*")  # the syntax of data.parse_frame_range
 
 
 @dataclass
@@ -174,11 +177,44 @@ def drop_checkpoints(folder: Path) -> None:
     shutil.rmtree(Path(folder) / "checkpoints", ignore_errors=True)
 
 
+def check_inputs(cfg: DemoConfig) -> None:
+    """Check every name, path and option the chosen parts use before the first stage runs, so a typo
+    fails in a second instead of after minutes of work (and nothing is written)."""
+    from tune3d.engine import resolve_device
+
+    resolve_device(cfg.device)
+    if cfg.method in ("fit3d", "all"):
+        from tune3d.backbones import get_spec
+
+        get_spec(cfg.backbone)
+        if cfg.weights is not None and not Path(cfg.weights).exists():
+            raise Tune3DError(f"{cfg.weights}: --weights not found")
+        if cfg.data is not None:
+            from tune3d.data import detect_format
+
+            detect_format(cfg.data)
+        for flag, spec in (("--train-frames", cfg.train_frames), ("--test-frames", cfg.test_frames)):
+            if spec is not None and not _FRAMES_RE.fullmatch(spec.replace(" ", "")):
+                raise Tune3DError(f"{flag} {spec!r}: expected A:B[:STEP] (comma-separated list ok)")
+    if cfg.method in ("fin3r", "all"):
+        from tune3d.recon import get_entry
+
+        get_entry(cfg.base_model)
+        scheme, _, rest = cfg.teacher.partition(":")
+        if not ((scheme == "sensor" and not rest) or (scheme in ("hf", "moge", "recon") and rest)):
+            raise Tune3DError(
+                f"--teacher {cfg.teacher!r}: use hf:<id>, moge:<id>, recon:<model>[@weights] or sensor"
+            )
+        if scheme == "recon":
+            get_entry(rest.partition("@")[0])
+
+
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the demo; returns the report dict also written to ``OUT/report.json`` (plus ``report.html``)."""
     from tune3d.engine import seed_everything
     from tune3d.io import write_json, write_yaml
 
+    check_inputs(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_yaml(out / "config.yaml", cfg.to_dict())

@@ -225,20 +225,22 @@ def load_mono_items(path: str | Path) -> tuple[list[Any], list[Any], bool]:
     for the before/after check; otherwise every frame trains and nothing is held out. Only the images are
     used, unless the teacher is ``sensor`` (then the frames' depth is the target).
     """
-    from tune3d.data import load_scenes
+    from tune3d.data import find_scene_dirs, load_scene
 
     p = Path(path)
     if not p.exists():
         raise Tune3DError(f"{p}: mono data not found")
     if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
         return [p], [], False
-    if p.is_dir() and _image_files(p):
-        try:  # a scene folder may also hold images at its top level
-            scenes = load_scenes(p)
-        except Tune3DError:
+    # Decide the kind once, from the layout alone: a scene (or folder of scenes) is loaded and its own
+    # errors (a NaN pose, a truncated image) are reported; only a folder that is no scene is an image folder.
+    try:
+        scene_dirs = find_scene_dirs(p)
+    except Tune3DError:
+        if p.is_dir() and _image_files(p):
             return _image_files(p), [], False
-    else:
-        scenes = load_scenes(p)
+        raise
+    scenes = [load_scene(d) for d in scene_dirs]
     train, held = [], []
     for s in scenes:
         if s.splits.get("train") and s.splits.get("test"):

@@ -316,9 +316,15 @@ def _limit_per_scene(pairs: list[tuple[int, int]], k: int) -> list[tuple[int, in
     return out
 
 
-def open_scenes(dirs: list[str | os.PathLike], width: int, backbone_name: str) -> list[LiftedScene]:
-    """Open lifted scenes and check their decoder width against the backbone's."""
-    scenes = [open_lifted(d) for d in find_lifted_dirs(dirs)]
+def open_scenes(
+    dirs: list[str | os.PathLike],
+    width: int,
+    backbone_name: str,
+    scene_root: str | os.PathLike | None = None,
+) -> list[LiftedScene]:
+    """Open lifted scenes (sources looked up under ``scene_root`` when given) and check their decoder
+    width against the backbone's."""
+    scenes = [open_lifted(d, scene_root=scene_root) for d in find_lifted_dirs(dirs)]
     for s in scenes:
         if s.width != width:
             raise Tune3DError(
@@ -338,6 +344,7 @@ def finetune(
     weights: str | os.PathLike | None = None,
     allow_random_init: bool = False,
     val_lifted_dirs: list[str | os.PathLike] | None = None,
+    scene_root: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Run FiT3D stage II and export the fine-tuned backbone into ``out_dir``; returns ``metrics.json``.
 
@@ -359,8 +366,8 @@ def finetune(
     if not lifted_dirs:
         raise Tune3DError("finetune needs at least one lifted scene (--lifted DIR)")
     spec = get_spec(backbone_name)  # check the data against the architecture before loading weights
-    scenes = open_scenes(list(lifted_dirs), spec.width, spec.name)
-    val_scenes = open_scenes(list(val_lifted_dirs or []), spec.width, spec.name)
+    scenes = open_scenes(list(lifted_dirs), spec.width, spec.name, scene_root)
+    val_scenes = open_scenes(list(val_lifted_dirs or []), spec.width, spec.name, scene_root)
     backbone = create_backbone(
         backbone_name,
         weights,

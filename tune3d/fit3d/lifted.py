@@ -147,16 +147,44 @@ def find_lifted_dirs(paths: list[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def open_lifted(path: str | os.PathLike, scene_path: str | os.PathLike | None = None) -> LiftedScene:
+def _source_scene(
+    scene_rec: dict, where: str, scene_path: str | os.PathLike | None, scene_root: str | os.PathLike | None
+) -> Path:
+    """Where the lift's source scene is now: ``scene_path``, else ``scene_root/<recorded folder name>``
+    (or ``scene_root`` itself when it is that folder), else the recorded path."""
+    recorded = scene_rec.get("path")
+    if scene_path is not None:
+        return Path(scene_path)
+    if scene_root is not None:
+        name = Path(recorded).name if recorded else str(scene_rec.get("name") or "")
+        root = Path(scene_root)
+        if not name:
+            raise Tune3DError(f"{where}: no scene path or name recorded to look up under --scene-root")
+        if not (root / name).exists() and root.name == name:
+            return root
+        return root / name
+    if recorded is None:
+        raise Tune3DError(
+            f"{where}: the lifted scene was not read from disk (no scene.path); pass --scene-root"
+        )
+    return Path(recorded)
+
+
+def open_lifted(
+    path: str | os.PathLike,
+    scene_path: str | os.PathLike | None = None,
+    scene_root: str | os.PathLike | None = None,
+) -> LiftedScene:
     """Read a finished lift's ``config.yaml``/``metrics.json`` and headers (no Gaussians are loaded).
 
     The views are the lift's own: ``lift.frames`` selects source frames, then every ``lift.holdout_every``-th
     selected frame is held out (:func:`tune3d.splatting.lift.split_views`). ``scene_path`` overrides the
-    source scene recorded by the lift (e.g. when the data moved).
+    source scene recorded by the lift (e.g. when the data moved); ``scene_root`` looks it up by folder
+    name under a new root. Where the lift recorded a content fingerprint, the scene found must match it.
     """
     import yaml
 
-    from tune3d.splatting.lift import METRICS_FILE, split_views
+    from tune3d.splatting.lift import METRICS_FILE, scene_fingerprint, split_views
 
     path = Path(path)
     if not is_lifted_dir(path):
@@ -177,14 +205,10 @@ def open_lifted(path: str | os.PathLike, scene_path: str | os.PathLike | None = 
     width = int(meta.get("feature_width", 0) or 0)
     if width <= 0 or not (path / DECODER_FILE).is_file():
         raise Tune3DError(f"{path}: lifted scene has no feature decoder ({DECODER_FILE})")
-    src = scene_path or scene_rec.get("path")
-    if src is None:
-        raise Tune3DError(
-            f"{where}: the lifted scene was not read from disk (no scene.path); pass its source"
-        )
-    src = Path(src)
+    src = _source_scene(scene_rec, where, scene_path, scene_root)
     if not src.exists():
-        raise Tune3DError(f"{where}: source scene {src} not found (moved? pass its new path)")
+        hint = "check --scene-root" if scene_root is not None else "pass --scene-root FOLDER holding it"
+        raise Tune3DError(f"{where}: source scene {src} not found (moved? {hint})")
     resolution = _resolution(lift.get("resolution"), where)
     if resolution is None:  # the lift rendered at the frames' own size and recorded it in metrics.json
         from tune3d.io import read_json
@@ -204,6 +228,12 @@ def open_lifted(path: str | os.PathLike, scene_path: str | os.PathLike | None = 
         file_bytes=(path / GAUSSIANS_FILE).stat().st_size + (path / DECODER_FILE).stat().st_size,
     )
     selected = _frame_positions(lift.get("frames"), len(lifted.scene), where)
+    expected = scene_rec.get("fingerprint")
+    if expected is not None and scene_fingerprint(lifted.scene.subset(selected)) != expected:
+        raise Tune3DError(
+            f"{where}: source scene {src} is not the scene that was lifted (its frames, cameras or poses "
+            "differ; content fingerprint mismatch)"
+        )
     train, held = split_views(len(selected), int(lift.get("holdout_every", 0) or 0))
     lifted.train_views = [selected[i] for i in train]
     lifted.holdout_views = [selected[i] for i in held]
@@ -287,7 +317,7 @@ def write_random_lifted(
 
     from tune3d.data import load_scene, scene_point_cloud
     from tune3d.io import write_json, write_yaml
-    from tune3d.splatting.lift import LiftConfig
+    from tune3d.splatting.lift import LiftConfig, scene_fingerprint
 
     scene = load_scene(scene_dir)
     g = torch.Generator().manual_seed(seed)
@@ -311,7 +341,12 @@ def write_random_lifted(
     )
     size = resolution or (scene[0].height, scene[0].width)
     record = {
-        "scene": {"name": scene.name, "path": str(scene.path), "frames": len(scene)},
+        "scene": {
+            "name": scene.name,
+            "path": str(Path(scene.path).resolve()),
+            "frames": len(scene),
+            "fingerprint": scene_fingerprint(scene),
+        },
         "backbone": {"name": backbone, "weights": "random"},
         "lift": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(lift).items()},
     }

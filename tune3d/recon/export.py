@@ -29,6 +29,23 @@ def confidence_mask(conf: np.ndarray, threshold: float, valid: np.ndarray | None
     return m
 
 
+def sparse_cloud_warning(
+    conf: np.ndarray, valid: np.ndarray | None, threshold: float, min_fraction: float = 0.01
+) -> str | None:
+    """One line saying so when under ``min_fraction`` of the (valid) points pass ``conf > threshold``,
+    with the confidence range seen and a threshold that keeps half of them; ``None`` otherwise."""
+    keep = confidence_mask(conf, threshold, valid)
+    c = conf[valid.astype(bool)] if valid is not None else conf.reshape(-1)
+    c = c[np.isfinite(c)]
+    if c.size == 0 or keep.sum() >= min_fraction * c.size:
+        return None
+    return (
+        f"only {int(keep.sum())} of {c.size} points have confidence > {threshold:g} (confidences seen: "
+        f"{c.min():.3g} to {c.max():.3g}); lower --conf-threshold, e.g. --conf-threshold {np.median(c):.3g} "
+        "keeps half"
+    )
+
+
 def write_predictions(path: str | os.PathLike, recon, images: np.ndarray, valid: np.ndarray) -> Path:
     arrays = {"pts3d": recon.pts3d, "conf": recon.conf, "images": images, "valid": valid.astype(bool)}
     for key in ("depth", "depth_conf", "c2w", "K"):

@@ -10,7 +10,11 @@ Each family gets its images the way its official demo prepares them:
   the model's ``img_size`` by default) with the height rounded to a multiple of 14, then centre-crops a
   taller-than-square height to ``size``; ``mode="pad"`` fits the long side to ``size`` and pads to a
   ``size x size`` square with white (1.0). Images of different shapes are padded to a common shape
-  with white. Transparent pixels are composited on white.
+  with white.
+
+Images are read as each official loader reads them (:func:`_to_rgb`): the CroCo family applies EXIF
+orientation and drops alpha (the colour under transparent pixels is kept); VGGT ignores EXIF orientation
+and composites RGBA onto white.
 
 :func:`reconstruct` runs the model: one forward over all images for N-view models (CUT3R, VGGT); for
 pairwise models (DUSt3R, MASt3R) every image ``i > 1`` is paired with image 1 (``(1, i)``) so all
@@ -58,30 +62,44 @@ def model_family(model: ReconModel) -> str:
 
 
 def default_size(model: ReconModel) -> int:
-    """The resolution the official demo uses: 512 for the CroCo family, ``img_size`` (518) for VGGT."""
+    """The size the model's weights were trained at where it is known (``trained_input_size``, set from
+    the ``model.json`` beside ``train-recon`` weights), else the resolution the official demo uses: 512
+    for the CroCo family, ``img_size`` (518) for VGGT."""
+    trained = getattr(model, "trained_input_size", None)
+    if trained:
+        return int(trained)
     if model_family(model) == "vggt":
         return int(getattr(getattr(model, "config", None), "img_size", 518))
     return 512
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(bg, rgba).convert("RGB")
-    return img.convert("RGB")
+def _to_rgb(img: Image.Image, family: str = "dust3r") -> Image.Image:
+    """RGB the way each family's official loader gets it from ``PIL.Image.open``.
+
+    CroCo family (dust3r ``load_images``): ``exif_transpose(img).convert("RGB")``, so EXIF orientation is
+    applied and alpha is dropped (transparent pixels keep the colour stored under them). VGGT
+    (``load_and_preprocess_images``): no EXIF orientation; an ``RGBA`` image is composited onto white,
+    any other mode is converted to RGB as is.
+    """
+    if family == "vggt":
+        if img.mode == "RGBA":
+            bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
+            return Image.alpha_composite(bg, img).convert("RGB")
+        return img.convert("RGB")
+    return ImageOps.exif_transpose(img).convert("RGB")
 
 
-def read_image(path: str | os.PathLike) -> Image.Image:
-    """An RGB PIL image (EXIF-rotated, alpha over white); a missing or unreadable file is a user error."""
+def read_image(path: str | os.PathLike, family: str = "dust3r") -> Image.Image:
+    """An RGB PIL image prepared as ``family``'s official loader does (see :func:`_to_rgb`); a missing or
+    unreadable file is a user error."""
     path = Path(path)
     if not path.is_file():
         raise Tune3DError(f"{path}: image not found")
     try:
         with Image.open(path) as im:
-            return _to_rgb(im)
-    except OSError as e:
+            im.load()
+            return _to_rgb(im, family)
+    except (OSError, ValueError, SyntaxError) as e:
         raise Tune3DError(f"{path}: cannot read image ({e})") from None
 
 
@@ -171,15 +189,17 @@ def prepare_images(
         raise Tune3DError("no input images given")
     size = size or default_size(model)
     family = model_family(model)
-    tensors, valids, names, sizes, transforms = [], [], [], [], []
+    tensors, valids, names, sizes, transforms, labels = [], [], [], [], [], []
     for k, item in enumerate(images):
         if isinstance(item, Image.Image):
-            img, name = _to_rgb(item), f"image_{k:03d}"
+            img, name = _to_rgb(item, family), f"image_{k:03d}"
         elif isinstance(item, np.ndarray):
-            img, name = Image.fromarray(np.ascontiguousarray(item, dtype=np.uint8)), f"image_{k:03d}"
+            img = _to_rgb(Image.fromarray(np.ascontiguousarray(item, dtype=np.uint8)), family)
+            name = f"image_{k:03d}"
         else:
-            img, name = read_image(item), Path(item).stem
+            img, name = read_image(item, family), Path(item).stem
         names.append(name)
+        labels.append(str(item) if isinstance(item, (str, os.PathLike)) else f"input image {k}")
         sizes.append((img.size[1], img.size[0]))
         if family == "vggt":
             x, tf, valid = vggt_preprocess(img, size, model.patch_size, mode)
@@ -194,9 +214,12 @@ def prepare_images(
     W = max(t.shape[2] for t in tensors)
     if any(t.shape[1:] != (H, W) for t in tensors):
         if family != "vggt":
-            shapes = sorted({tuple(t.shape[1:]) for t in tensors})
+            k = next(k for k, t in enumerate(tensors) if t.shape[1:] != tensors[0].shape[1:])
+            (h0, w0), (h, w) = sizes[0], sizes[k]
+            (H0, W0), (Hk, Wk) = tensors[0].shape[1:], tensors[k].shape[1:]
             raise Tune3DError(
-                f"input images have different shapes after resizing {shapes}; use one aspect ratio"
+                f"{labels[k]}: {w}x{h} gives a {Wk}x{Hk} model input but {labels[0]} ({w0}x{h0}) gives "
+                f"{W0}x{H0}; {family} needs images of one aspect ratio (VGGT pads mixed sizes)"
             )
         for k, (t, v) in enumerate(zip(tensors, valids)):
             tensors[k], valids[k], lft, top = _pad_to(t, v, H, W)

@@ -452,10 +452,36 @@ def save_renders(
         save_png(tile_images([*pca.to_images(up), *pca.to_images(rendered)]), f"{stem}_features.png")
 
 
+def scene_fingerprint(scene) -> str:
+    """Content fingerprint of a scene's frames: names, sizes, intrinsics and poses (rounded to 1e-6).
+
+    Identifies the scene wherever its folder lives; reads no pixels, so it is cheap for large scenes.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in scene.frames:
+        h.update(f.name.encode())
+        h.update(np.asarray([f.width, f.height], dtype=np.int64).tobytes())
+        for m in (f.K, f.c2w):
+            h.update((np.round(np.asarray(m, dtype=np.float64), 6) + 0.0).tobytes())  # + 0.0: no -0.0
+    return h.hexdigest()[:16]
+
+
 def config_record(cfg: LiftConfig, scene, backbone) -> dict[str, Any]:
-    """What ``config.yaml`` holds: the lift settings plus the scene and backbone identity."""
+    """What ``config.yaml`` holds: the lift settings plus the scene and backbone identity.
+
+    The scene path is stored absolute (a lifted scene is usable from any working directory) with a
+    content fingerprint (:func:`scene_fingerprint`) so a relocated scene can be checked.
+    """
+    path = str(Path(scene.path).resolve()) if scene.path else None
     return {
-        "scene": {"name": scene.name, "path": str(scene.path) if scene.path else None, "frames": len(scene)},
+        "scene": {
+            "name": scene.name,
+            "path": path,
+            "frames": len(scene),
+            "fingerprint": scene_fingerprint(scene),
+        },
         "backbone": {"name": backbone.name, "weights": backbone.weights},
         "lift": dataclasses.asdict(cfg),
     }
@@ -464,7 +490,20 @@ def config_record(cfg: LiftConfig, scene, backbone) -> dict[str, Any]:
 def _fingerprint(record: dict[str, Any]) -> dict[str, Any]:
     lift = {k: v for k, v in record.get("lift", {}).items() if k not in _NON_RESULT_FIELDS}
     lift = {k: list(v) if isinstance(v, tuple) else v for k, v in lift.items()}
-    return {"scene": record.get("scene"), "backbone": record.get("backbone"), "lift": lift}
+    scene = record.get("scene")
+    if isinstance(scene, dict) and "fingerprint" in scene:  # the content, not where it lives, identifies it
+        scene = {k: v for k, v in scene.items() if k != "path"}
+    return {"scene": scene, "backbone": record.get("backbone"), "lift": lift}
+
+
+def _same_settings(old: dict[str, Any], record: dict[str, Any]) -> bool:
+    """Whether ``old`` (a lift's ``config.yaml``) was made with ``record``'s settings. Lifts recorded
+    before scene fingerprints existed are matched on the scene's name and frame count."""
+    a, b = _fingerprint(old), _fingerprint(record)
+    if isinstance(a["scene"], dict) and "fingerprint" not in a["scene"] and isinstance(b["scene"], dict):
+        a["scene"] = {k: a["scene"].get(k) for k in ("name", "frames")}
+        b["scene"] = {k: b["scene"].get(k) for k in ("name", "frames")}
+    return a == b
 
 
 def _read_record(path: Path) -> dict[str, Any] | None:
@@ -482,7 +521,7 @@ def is_finished(out_dir: str | os.PathLike, record: dict[str, Any]) -> bool:
     if not (out_dir / METRICS_FILE).is_file():
         return False
     old = _read_record(out_dir / CONFIG_FILE)
-    return old is not None and _fingerprint(old) == _fingerprint(record)
+    return old is not None and _same_settings(old, record)
 
 
 def _prepare_out_dir(out_dir: Path, record: dict[str, Any], overwrite: bool) -> None:
@@ -496,15 +535,14 @@ def _prepare_out_dir(out_dir: Path, record: dict[str, Any], overwrite: bool) -> 
                 p.unlink()
     if cfg_path.is_file():
         old = _read_record(cfg_path)
-        if old is None or _fingerprint(old) != _fingerprint(record):
+        if old is None or not _same_settings(old, record):
             changed = sorted(
                 k
                 for k, v in _fingerprint(record)["lift"].items()
                 if _fingerprint(old or {})["lift"].get(k) != v
             )
-            if (old or {}).get("scene") != record["scene"] or (old or {}).get("backbone") != record[
-                "backbone"
-            ]:
+            old_fp, new_fp = _fingerprint(old or {}), _fingerprint(record)
+            if old_fp["scene"] != new_fp["scene"] or old_fp["backbone"] != new_fp["backbone"]:
                 changed = ["scene/backbone", *changed]
             raise Tune3DError(
                 f"{out_dir}: holds a lift with different settings (changed: "

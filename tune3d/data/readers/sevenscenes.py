@@ -9,6 +9,7 @@ cx = 320, cy = 240). A scene folder with ``seq-XX/`` sub-folders loads every seq
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tune3d.data.sources import DepthFileSource, ImageFileSource, image_size
 from tune3d.data.validate import check_intrinsics, check_poses
 from tune3d.errors import Tune3DError
 
+logger = logging.getLogger(__name__)
 DEFAULT_K = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]])
 DEPTH_SCALE = 0.001
 _FRAME_RE = re.compile(r"^(frame-\d+)\.pose\.txt$")
@@ -68,7 +70,15 @@ def read_seven_scenes(path: str | Path) -> Scene:
     seqs = _sequence_dirs(root)
     folders = seqs if seqs else [root]
     k_path = root / "camera-intrinsics.txt"
-    K = _read_matrix(k_path, (3, 3), "intrinsics") if k_path.is_file() else DEFAULT_K.copy()
+    if k_path.is_file():
+        K = _read_matrix(k_path, (3, 3), "intrinsics")
+    else:
+        K = DEFAULT_K.copy()
+        logger.warning(
+            "%s: no camera-intrinsics.txt; assuming the official 7-Scenes camera fx = fy = 585, cx = 320, "
+            "cy = 240",
+            root,
+        )
 
     frames: list[Frame] = []
     seq_of: list[str] = []

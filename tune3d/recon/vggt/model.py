@@ -47,6 +47,9 @@ class VGGTConfig:
     enable_track: bool = True
 
 
+_HALF_PIXEL = torch.tensor([[0.0, 0.0, 0.5], [0.0, 0.0, 0.5], [0.0, 0.0, 0.0]])
+
+
 class VGGT(ReconModel):
     """Images ``B, S, 3, H, W`` in [0, 1] (H, W multiples of 14; 518 wide is the trained setting) ->
     point map in the first camera's frame, per-view depth, cameras.
@@ -56,7 +59,10 @@ class VGGT(ReconModel):
       - ``depth`` ``B,S,H,W`` / ``depth_conf``: depth head (z-depth, up to the scene scale).
       - ``c2w`` ``B,S,4,4``: OpenCV camera-to-world (world = first camera), from the camera head.
       - ``K`` ``B,S,3,3``: pixel intrinsics from the predicted fields of view, principal point at the centre.
-      - ``pts3d_self`` / ``pts3d_self_conf``: the depth map unprojected with ``K`` (each camera's frame).
+      - ``pts3d_self`` / ``pts3d_self_conf``: the depth map unprojected with ``K`` (each camera's frame)
+        as the official ``depth_to_cam_coords_points`` does it: integer pixel coordinates ``u, v`` with
+        ``cx = W/2``, ``cy = H/2`` (tune3d's own geometry puts pixel centres at ``u + 0.5``; here the
+        released code defines the output, so it is matched).
       - ``extras``: ``pose_enc`` ``B,S,9``, ``pose_enc_iters`` ``iters,B,S,9``, ``w2c`` ``B,S,3,4``.
     """
 
@@ -147,7 +153,9 @@ class VGGT(ReconModel):
             pts3d, pts3d_conf = self.point_head(layers, (H, W), start)
             w2c, K = decode_pose(pose_enc, (H, W))
             depth = depth[..., 0]
-            pts3d_self = depth_to_pointmap(depth, K)
+            # depth_to_pointmap samples pixel centres (u + 0.5); shifting the principal point by the same
+            # half pixel gives the official (u - cx) with integer u.
+            pts3d_self = depth_to_pointmap(depth, K + _HALF_PIXEL.to(K))
         return ReconOutput(
             pts3d=pts3d,
             pts3d_conf=pts3d_conf,
