@@ -107,3 +107,12 @@ def test_scene_point_cloud_from_depth(scene):
     # back-projected points lie inside the room box (the synthetic world frame)
     lo, hi = scene.points.min(0) - 1e-3, scene.points.max(0) + 1e-3
     assert ((pts >= lo) & (pts <= hi)).all()
+
+
+def test_subset_records_source_positions_through_nested_subsets():
+    full = tiny_scene(views=10)
+    assert full.source_indices is None
+    sub = full.subset("2:10:2")  # 2 4 6 8
+    assert sub.source_indices == [2, 4, 6, 8]
+    assert sub.subset([3, 1]).source_indices == [8, 4]
+    assert [f.name for f in sub.subset([3, 1])] == [full[8].name, full[4].name]

@@ -124,6 +124,8 @@ class Scene:
     format: str = "memory"
     path: str | None = None
     depth_scale: float | None = None  # metres per stored depth unit when the source depth is integer
+    # Positions of these frames in the scene as read from ``path`` (set by :meth:`subset`; None = all).
+    source_indices: list[int] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.frames)
@@ -185,6 +187,8 @@ class Scene:
         """A scene with the selected frames (indices, a slice, or an ``"A:B[:STEP]"`` string).
 
         Splits are re-indexed and keep only the selected frames; the point cloud is shared.
+        ``source_indices`` records where the frames sit in the scene on disk, so records of work done on a
+        subset (a lift, say) can be traced back to the files.
         """
         if isinstance(indices, str):
             indices = parse_frame_range(indices, len(self))
@@ -197,7 +201,10 @@ class Scene:
         idx = [i % len(self) for i in idx]
         remap = {old: new for new, old in enumerate(idx)}
         splits = {k: [remap[i] for i in v if i in remap] for k, v in self.splits.items()}
-        return dataclasses.replace(self, frames=[self.frames[i] for i in idx], splits=splits)
+        source = [self.source_indices[i] for i in idx] if self.source_indices is not None else idx
+        return dataclasses.replace(
+            self, frames=[self.frames[i] for i in idx], splits=splits, source_indices=source
+        )
 
     def resized(self, height: int, width: int) -> Scene:
         """Every frame at ``height x width`` (see :meth:`Frame.resized`)."""

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tune3d.demo import DemoConfig, StageLog, drop_checkpoints, metrics_done
+from tune3d.demo.common import DemoConfig, StageLog, drop_checkpoints, metrics_done
 from tune3d.demo.fit3d import HELDOUT_SEED_OFFSET, synth_split
 from tune3d.errors import Tune3DError, WeightsUnavailableError
 from tune3d.hub import hub_model_available

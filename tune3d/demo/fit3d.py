@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tune3d.demo import DemoConfig, StageLog, drop_checkpoints, metrics_done
+from tune3d.demo.common import DemoConfig, StageLog, drop_checkpoints, metrics_done
 from tune3d.errors import Tune3DError, WeightsUnavailableError
 
 MODES = ("original", "finetuned", "assembled", "duplicated")

@@ -100,6 +100,15 @@ def _frame_positions(frames: Any, n: int, where: str) -> list[int]:
     return parse_frame_range(frames, n)
 
 
+def _source_frames(value: Any, n: int, where: str) -> list[int]:
+    """Frames of the source scene the lift was given (``scene.source_frames``; None = all ``n``)."""
+    if value is None:
+        return list(range(n))
+    if not isinstance(value, list) or not all(isinstance(i, int) and 0 <= i < n for i in value):
+        raise Tune3DError(f"{where}: scene.source_frames must list frame indices below {n}, got {value!r}")
+    return value
+
+
 def _resolution(value: Any, where: str) -> tuple[int, int] | None:
     if value is None:
         return None
@@ -227,9 +236,10 @@ def open_lifted(
         num_gaussians=int(shapes["means"][0]),
         file_bytes=(path / GAUSSIANS_FILE).stat().st_size + (path / DECODER_FILE).stat().st_size,
     )
-    selected = _frame_positions(lift.get("frames"), len(lifted.scene), where)
+    base = _source_frames(scene_rec.get("source_frames"), len(lifted.scene), where)
+    selected = [base[i] for i in _frame_positions(lift.get("frames"), len(base), where)]
     expected = scene_rec.get("fingerprint")
-    if expected is not None and scene_fingerprint(lifted.scene.subset(selected)) != expected:
+    if expected is not None and scene_fingerprint(lifted.scene.subset(base)) != expected:
         raise Tune3DError(
             f"{where}: source scene {src} is not the scene that was lifted (its frames, cameras or poses "
             "differ; content fingerprint mismatch)"

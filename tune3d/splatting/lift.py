@@ -475,13 +475,11 @@ def config_record(cfg: LiftConfig, scene, backbone) -> dict[str, Any]:
     content fingerprint (:func:`scene_fingerprint`) so a relocated scene can be checked.
     """
     path = str(Path(scene.path).resolve()) if scene.path else None
+    record = {"name": scene.name, "path": path, "frames": len(scene), "fingerprint": scene_fingerprint(scene)}
+    if scene.source_indices is not None:  # a subset: which frames of the scene on disk were lifted
+        record["source_frames"] = list(scene.source_indices)
     return {
-        "scene": {
-            "name": scene.name,
-            "path": path,
-            "frames": len(scene),
-            "fingerprint": scene_fingerprint(scene),
-        },
+        "scene": record,
         "backbone": {"name": backbone.name, "weights": backbone.weights},
         "lift": dataclasses.asdict(cfg),
     }
