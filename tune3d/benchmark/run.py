@@ -65,12 +65,17 @@ def _cell_metrics(cell: Cell, settings: SuiteSettings, run_dir: Path) -> dict[st
     ft = settings.finetuned_for(cell.backbone) if cell.mode in ("finetuned", "assembled") else None
     if cell.mode in ("finetuned", "assembled") and ft is None:
         raise Tune3DError(f"mode {cell.mode} needs fine-tuned weights: give --finetuned {cell.backbone}=FILE")
+    from tune3d.probe.paper import PAPER_ITERS, PaperOptions
+
     cfg = ProbeConfig(image_size=settings.resolution, seed=settings.seed, device=settings.device)
     cfg.progress = settings.progress
+    paper = PaperOptions()
     if settings.iters is not None:
         cfg.iters = settings.iters
+    elif settings.protocol == "paper":
+        cfg.iters = PAPER_ITERS[cell.task]
     if settings.batch_size is not None:
-        cfg.batch_size = settings.batch_size
+        cfg.batch_size = paper.batch_size = settings.batch_size
     model = build_assembled(
         cell.backbone,
         weights=settings.weights.get(cell.backbone),
@@ -89,6 +94,7 @@ def _cell_metrics(cell: Cell, settings: SuiteSettings, run_dir: Path) -> dict[st
             run_dir,
             protocol=settings.protocol,
             run_info={"command": "benchmark", "cell": cell.id},
+            paper_options=paper,
         )
     finally:
         del model

@@ -158,6 +158,13 @@ def probe_cmd(
     )
     if dataset is not None:
         from tune3d.probe.datasets import run_dataset_probe
+        from tune3d.probe.paper import PAPER_ITERS, PaperOptions
+
+        paper_options = PaperOptions()
+        if protocol == "paper":
+            cfg.iters = iters if iters is not None else PAPER_ITERS[task]
+            if batch_size is not None:
+                paper_options.batch_size = batch_size
 
         metrics = run_dataset_probe(
             dataset,
@@ -171,6 +178,7 @@ def probe_cmd(
             protocol=protocol,
             run_info={"command": "probe"},
             max_depth_set=max_depth is not None,
+            paper_options=paper_options,
         )
     else:
         class_names = class_names_of(train_scenes) if task == "semseg" else None

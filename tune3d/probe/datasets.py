@@ -15,7 +15,7 @@ from typing import Any
 from tune3d.errors import Tune3DError
 from tune3d.probe.config import ProbeConfig
 
-PROTOCOLS = ("fast",)
+PROTOCOLS = ("fast", "paper")
 
 
 def run_dataset_probe(
@@ -30,10 +30,12 @@ def run_dataset_probe(
     protocol: str = "fast",
     run_info: dict[str, Any] | None = None,
     max_depth_set: bool = False,
+    paper_options: Any = None,
 ) -> dict[str, Any]:
     """Train a probe on ``split_train`` of ``dataset`` under ``root`` and evaluate it on ``split_test``.
 
     ``cfg.max_depth`` takes the dataset's value (10 m indoor, 80 m KITTI) unless ``max_depth_set``.
+    ``paper_options``: :class:`~tune3d.probe.paper.PaperOptions` of the ``paper`` protocol.
     Returns the metrics dict written to ``out_dir/metrics.json``.
     """
     from tune3d.data.benchmarks import open_dataset
@@ -54,6 +56,22 @@ def run_dataset_probe(
         "protocol": protocol,
         **(run_info or {}),
     }
+    if protocol == "paper":
+        from tune3d.probe.paper import run_paper_probe
+
+        return run_paper_probe(
+            task,
+            backbone,
+            train,
+            test,
+            cfg,
+            out_dir,
+            paper_options,
+            num_classes=train.num_classes,
+            class_names=train.class_names,
+            eval_mask=test.eval_mask if task == "depth" else None,
+            run_info=info,
+        )
     if cfg.image_size is None:
         cfg.image_size = list(train[0][0].shape[:2])
     return run_probe(
