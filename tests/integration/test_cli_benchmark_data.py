@@ -70,6 +70,7 @@ def test_probe_dataset_fast_depth_uses_dataset_range(cli, tmp_path):
         (("--dataset", "nyuv2-seg13"), "--dataset needs --root"),
         (("--dataset", "nope", "--root", "."), "unknown dataset"),
         (("--protocol", "paper", "--train", ".", "--test", "."), "--protocol paper needs --dataset"),
+        (("--dataset", "nyuv2-seg13", "--root", ".", "--amp", "fp8"), "--amp 'fp8'"),
     ],
 )
 def test_probe_dataset_bad_arguments(cli, tmp_path, args, msg):

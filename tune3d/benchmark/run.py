@@ -39,6 +39,8 @@ class SuiteSettings:
     batch_size: int | None = None
     resolution: list[int] | None = None
     allow_random_init: bool = False
+    amp: str = "none"  # paper protocol: backbone precision on GPU
+    workers: int = 0  # paper protocol: data-loading workers
     device: str = "auto"
     seed: int = 0
     progress: bool = False
@@ -69,7 +71,7 @@ def _cell_metrics(cell: Cell, settings: SuiteSettings, run_dir: Path) -> dict[st
 
     cfg = ProbeConfig(image_size=settings.resolution, seed=settings.seed, device=settings.device)
     cfg.progress = settings.progress
-    paper = PaperOptions()
+    paper = PaperOptions(amp=settings.amp, num_workers=settings.workers)
     if settings.iters is not None:
         cfg.iters = settings.iters
     elif settings.protocol == "paper":

@@ -66,6 +66,10 @@ def benchmark_cmd(
         False, "--allow-random-init", help="Random original weights when none can be loaded (tests)."
     ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    amp: str = typer.Option(
+        "none", "--amp", help="paper protocol: backbone precision on GPU (none|fp16|bf16)."
+    ),
+    workers: int = typer.Option(0, "--workers", min=0, help="paper protocol: data-loading workers."),
     seed: int = typer.Option(0, "--seed"),
     progress: bool = typer.Option(False, "--progress", help="Show progress bars of each probe."),
 ) -> None:
@@ -85,6 +89,8 @@ def benchmark_cmd(
         return
     if suite is None or out is None:
         raise Tune3DError("give a SUITE (name or YAML) and --out, or --list")
+    if amp not in ("none", "fp16", "bf16"):
+        raise Tune3DError(f"--amp {amp!r}: choose none, fp16 or bf16")
     spec = load_suite(suite)
     opts = spec.options
     ft = (
@@ -110,6 +116,8 @@ def benchmark_cmd(
         resolution=list(parse_hw(str(res))) if res else None,
         allow_random_init=allow_random_init or bool(opts.get("allow_random_init", False)),
         device=device,
+        amp=amp,
+        workers=workers,
         seed=seed,
         progress=progress,
     )

@@ -98,6 +98,8 @@ def probe_cmd(
         "--protocol",
         help="fast (cached features) | paper (full DINOv2/FiT3D protocol); --dataset only.",
     ),
+    amp: str = typer.Option("none", "--amp", help="paper: backbone precision on GPU, none | fp16 | bf16."),
+    workers: int = typer.Option(0, "--workers", min=0, help="paper: data-loading/augmentation workers."),
 ) -> None:
     """Train and evaluate a linear probe (DINOv2/FiT3D protocol) on frozen backbone features.
 
@@ -112,6 +114,8 @@ def probe_cmd(
         raise Tune3DError(f"--task {task!r}: choose one of {', '.join(TASKS)}")
     if mode not in ASSEMBLY_MODES:
         raise Tune3DError(f"--mode {mode!r}: choose one of {', '.join(ASSEMBLY_MODES)}")
+    if amp not in ("none", "fp16", "bf16"):
+        raise Tune3DError(f"--amp {amp!r}: choose none, fp16 or bf16")
     if dataset is not None:
         if root is None:
             raise Tune3DError("--dataset needs --root (the dataset's folder)")
@@ -160,7 +164,7 @@ def probe_cmd(
         from tune3d.probe.datasets import run_dataset_probe
         from tune3d.probe.paper import PAPER_ITERS, PaperOptions
 
-        paper_options = PaperOptions()
+        paper_options = PaperOptions(amp=amp, num_workers=workers)
         if protocol == "paper":
             cfg.iters = iters if iters is not None else PAPER_ITERS[task]
             if batch_size is not None:
