@@ -163,3 +163,81 @@ def write_scannet(
                 _blocks(rng, *depth, [0, 800, 2500, 4000]), root / "scans" / scene / "depth" / f"{i * 20}.png"
             )
     return root
+
+
+def write_scannetpp(
+    root: Path, scenes=("0a1b2c3d4e", "5f6a7b8c9d"), size=(24, 32), focal: float = 20.0
+) -> Path:
+    """ScanNet++ release layout: ``splits/nvs_sem_{train,val}.txt``, ``metadata/semantic_benchmark/
+    {top100.txt, map_benchmark.csv}`` and per scene ``dslr/{colmap (text), nerfstudio/
+    transforms_undistorted.json, undistorted_images/*.JPG}`` + ``scans/{mesh_aligned_0.05.ply,
+    segments.json, segments_anno.json}``.
+
+    Geometry (metres, z up): a wall plane at x = 2 split at y = 0 into a "wall" half (y > 0, segment 0)
+    and a "doorframe" half (y < 0, segment 1, mapped to "door" by map_benchmark.csv), a floor (segment 2)
+    and an unannotated ceiling (segment 3). Each scene has two frames at (0, 0, 1.5) looking along +x, so
+    every pixel sees the x = 2 plane at z-depth 2 m; image columns < W/2 see y > 0.
+    """
+    import json
+
+    import trimesh
+    from scipy.spatial.transform import Rotation
+
+    H, W = size
+    (root / "splits").mkdir(parents=True, exist_ok=True)
+    (root / "splits" / "nvs_sem_train.txt").write_text(scenes[0] + "\n")
+    (root / "splits" / "nvs_sem_val.txt").write_text("\n".join(scenes[1:]) + "\n")
+    meta = root / "metadata" / "semantic_benchmark"
+    meta.mkdir(parents=True, exist_ok=True)
+    (meta / "top100.txt").write_text("wall\nfloor\ndoor\nceiling lamp\ntable\n")
+    (meta / "map_benchmark.csv").write_text(
+        "class,count,semantic_map_to,instance_map_to\ndoorframe,3,door,\nwall,9,,\n"
+    )
+    quads = [
+        [(2, 0, 0), (2, 2, 0), (2, 2, 3), (2, 0, 3)],  # wall, y > 0
+        [(2, -2, 0), (2, 0, 0), (2, 0, 3), (2, -2, 3)],  # doorframe, y < 0
+        [(-2, -2, 0), (2, -2, 0), (2, 2, 0), (-2, 2, 0)],  # floor
+        [(-2, -2, 3), (2, -2, 3), (2, 2, 3), (-2, 2, 3)],  # ceiling, not annotated
+    ]
+    verts = np.array([v for q in quads for v in q], dtype=np.float64)
+    faces = np.array(
+        [[4 * i, 4 * i + 1, 4 * i + 2] for i in range(4)] + [[4 * i, 4 * i + 2, 4 * i + 3] for i in range(4)]
+    )
+    seg = [i for i in range(4) for _ in range(4)]
+    groups = [
+        {"id": 0, "objectId": 0, "label": "wall", "segments": [0]},
+        {"id": 1, "objectId": 1, "label": "doorframe", "segments": [1]},
+        {"id": 2, "objectId": 2, "label": "floor", "segments": [2]},
+    ]
+    c2w = np.eye(4)
+    c2w[:3, :3] = np.array(
+        [[0, -1, 0], [0, 0, -1], [1, 0, 0]], dtype=float
+    ).T  # columns: right, down, forward
+    c2w[:3, 3] = (0, 0, 1.5)
+    w2c = np.linalg.inv(c2w)
+    qx, qy, qz, qw = Rotation.from_matrix(w2c[:3, :3]).as_quat()
+    tx, ty, tz = w2c[:3, 3]
+    rng = np.random.default_rng(0)
+    for scene in scenes:
+        scans = root / "data" / scene / "scans"
+        scans.mkdir(parents=True, exist_ok=True)
+        trimesh.Trimesh(verts, faces, process=False).export(scans / "mesh_aligned_0.05.ply")
+        (scans / "segments.json").write_text(json.dumps({"segIndices": seg}))
+        (scans / "segments_anno.json").write_text(json.dumps({"sceneId": scene, "segGroups": groups}))
+        dslr = root / "data" / scene / "dslr"
+        names = ["DSC00001.JPG", "DSC00002.JPG"]
+        for n in names:
+            _save_rgb(rng.integers(0, 256, (H, W, 3), dtype=np.uint8), dslr / "undistorted_images" / n)
+        (dslr / "colmap").mkdir(parents=True, exist_ok=True)
+        (dslr / "colmap" / "cameras.txt").write_text(f"1 PINHOLE {W} {H} {focal} {focal} {W / 2} {H / 2}\n")
+        lines = [f"{i + 1} {qw} {qx} {qy} {qz} {tx} {ty} {tz} 1 {n}\n\n" for i, n in enumerate(names)]
+        (dslr / "colmap" / "images.txt").write_text("".join(lines))
+        (dslr / "colmap" / "points3D.txt").write_text("1 2.0 0.5 1.0 200 100 50 0.1\n")
+        ns = {
+            "camera_model": "PINHOLE", "fl_x": focal, "fl_y": focal, "cx": W / 2, "cy": H / 2, "w": W, "h": H,
+            "frames": [{"file_path": names[0], "transform_matrix": np.eye(4).tolist(), "is_bad": False}],
+            "test_frames": [{"file_path": names[1], "transform_matrix": np.eye(4).tolist(), "is_bad": False}],
+        }  # fmt: skip
+        (dslr / "nerfstudio").mkdir(parents=True, exist_ok=True)
+        (dslr / "nerfstudio" / "transforms_undistorted.json").write_text(json.dumps(ns))
+    return root

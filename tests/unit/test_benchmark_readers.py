@@ -14,6 +14,7 @@ from tune3d.errors import Tune3DError
 def test_registry_names_and_classes():
     assert list(DATASETS) == [
         "nyuv2-seg13", "nyuv2-seg40", "nyuv2-depth", "ade20k", "voc2012", "kitti-eigen", "scannet",
+        "scannetpp",
     ]  # fmt: skip
     assert DATASETS["ade20k"].num_classes == 150 and DATASETS["voc2012"].num_classes == 21
     assert DATASETS["nyuv2-seg13"].num_classes == 13 and DATASETS["scannet"].num_classes == 40
@@ -147,3 +148,52 @@ def test_bad_files(tmp_path):
         Tune3DError, match=r"00000\.png: label map is 10x10 but the image 00000\.jpg is 48x32"
     ):
         open_dataset("nyuv2-seg13", seg, "val")[0]
+
+
+def test_scannetpp_renders_labels_and_depth_from_the_mesh(tmp_path, monkeypatch):
+    from benchmark_fixtures import write_scannetpp
+
+    monkeypatch.setenv("TUNE3D_RENDER_CACHE", str(tmp_path / "cache"))
+    root = write_scannetpp(tmp_path / "spp")
+    seg = open_dataset("scannetpp", root, "train", "semseg")
+    assert len(seg) == 2 and seg.num_classes == 5 and seg.class_names[2] == "door"
+    img, lab = seg[0]
+    assert img.shape == (24, 32, 3) and lab.shape == (24, 32)
+    assert np.all(lab[:, :16] == 0)  # "wall" half (world y > 0) on the image's left
+    assert np.all(lab[:, 16:] == 2)  # "doorframe" -> "door" through map_benchmark.csv
+    rendered = seg.samples[0].target
+    assert rendered.is_file() and str(rendered).startswith(str(tmp_path / "cache"))
+    stamp = rendered.stat().st_mtime_ns
+    seg[0]
+    assert rendered.stat().st_mtime_ns == stamp  # cached, not rendered again
+    dep = open_dataset("scannetpp", root, "val", "depth")
+    _, d = dep[1]
+    np.testing.assert_array_equal(d, np.full((24, 32), 2.0, np.float32))  # the x = 2 plane, z-depth
+    assert dep.max_depth == 20.0
+
+
+def test_scannetpp_fisheye_rays_invert_the_distortion():
+    from tune3d.data.benchmarks.scannetpp import camera_rays
+
+    K = np.array([[300.0, 0, 320], [0, 300.0, 240], [0, 0, 1]])
+    dist = {"k1": 0.05, "k2": -0.01, "k3": 0.002, "k4": -0.0005}
+    rays = camera_rays(K, 48, 64, "OPENCV_FISHEYE", dist)
+    x, y = rays[:, 0], rays[:, 1]  # z = 1: undistorted normalised coordinates
+    r = np.hypot(x, y)
+    th = np.arctan(r)
+    thd = th * (1 + dist["k1"] * th**2 + dist["k2"] * th**4 + dist["k3"] * th**6 + dist["k4"] * th**8)
+    u = 300.0 * np.where(r > 0, thd / r, 1) * x + 320
+    v = 300.0 * np.where(r > 0, thd / r, 1) * y + 240
+    uu, vv = np.meshgrid(np.arange(64) + 0.5, np.arange(48) + 0.5)
+    np.testing.assert_allclose(u, uu.ravel(), atol=1e-6)
+    np.testing.assert_allclose(v, vv.ravel(), atol=1e-6)
+
+
+def test_scannetpp_bad_segments(tmp_path, monkeypatch):
+    from benchmark_fixtures import write_scannetpp
+
+    monkeypatch.setenv("TUNE3D_RENDER_CACHE", str(tmp_path / "cache"))
+    root = write_scannetpp(tmp_path / "spp", scenes=("badscene", "other"))
+    (root / "data" / "badscene" / "scans" / "segments.json").write_text('{"segIndices": [0, 1]}')
+    with pytest.raises(Tune3DError, match=r"segments\.json: 2 segIndices for a mesh of 16 vertices"):
+        open_dataset("scannetpp", root, "train")[0]

@@ -2,7 +2,7 @@
 
 ``open_dataset(name, root, split, task)`` returns a :class:`BenchmarkDataset` of ``(image, target)``
 pairs; ``DATASETS`` lists the names (``nyuv2-seg13``, ``nyuv2-seg40``, ``nyuv2-depth``, ``ade20k``,
-``voc2012``, ``kitti-eigen``, ``scannet``) with their expected layouts.
+``voc2012``, ``kitti-eigen``, ``scannet``, ``scannetpp``) with their expected layouts.
 """
 
 from tune3d.data.benchmarks.base import (

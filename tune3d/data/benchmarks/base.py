@@ -28,14 +28,17 @@ class BenchmarkSample:
     name: str
     image: Path
     target: Path
+    meta: Any = field(default=None, compare=False)  # reader-specific (e.g. the camera to render with)
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
     """Static description of a benchmark dataset.
 
-    ``list_samples(root, split, task) -> (samples, label_lut)`` reads the split (raising on a bad layout);
-    ``label_lut`` (or None) maps raw label values to dataset classes before ``reduce_zero_label``.
+    ``list_samples(root, split, task) -> (samples, label_lut[, extra])`` reads the split (raising on a bad
+    layout); ``label_lut`` (or None) maps raw label values to dataset classes before ``reduce_zero_label``;
+    ``extra`` may carry ``class_names`` read from the dataset's own metadata.
+    ``prepare_target(sample, task)``: makes ``sample.target`` exist first (ScanNet++ renders it).
     ``depth_scale``: stored integer units per metre (1000 for millimetre PNGs, 256 for KITTI).
     ``eval_crop``: ``"eigen"`` / ``"garg"`` / None, the evaluation mask; ``kb_crop``: KITTI benchmark crop
     (352x1216, bottom-centre) applied to image and depth of every sample.
@@ -55,11 +58,13 @@ class DatasetInfo:
     eval_crop: str | None = None
     kb_crop: bool = False
     image_to_target_size: bool = False  # resize the image to the target's size (ScanNet colour vs depth)
+    prepare_target: Callable[[BenchmarkSample, str], None] | None = None
+    fixed_num_classes: int | None = None  # class count when the names come from the dataset's metadata
     notes: str = ""
 
     @property
     def num_classes(self) -> int | None:
-        return None if self.class_names is None else len(self.class_names)
+        return self.fixed_num_classes if self.class_names is None else len(self.class_names)
 
     @property
     def all_tasks(self) -> tuple[str, ...]:
@@ -69,7 +74,7 @@ class DatasetInfo:
     def palette(self) -> np.ndarray | None:
         from tune3d.data.benchmarks.classes import pascal_palette
 
-        return None if self.class_names is None else pascal_palette(len(self.class_names))
+        return None if self.num_classes is None else pascal_palette(self.num_classes)
 
 
 def require(path: Path, what: str, dataset: str, layout: str) -> Path:
@@ -188,11 +193,17 @@ class BenchmarkDataset(Sequence):
 
     @property
     def num_classes(self) -> int | None:
-        return self.info.num_classes if self.task == "semseg" else None
+        if self.task != "semseg":
+            return None
+        names = self.extra.get("class_names")
+        return len(names) if names else self.info.num_classes
 
     @property
     def class_names(self) -> list[str] | None:
-        return None if self.num_classes is None else list(self.info.class_names)
+        if self.task != "semseg":
+            return None
+        names = self.extra.get("class_names") or self.info.class_names
+        return None if names is None else list(names)
 
     @property
     def max_depth(self) -> float:
@@ -209,11 +220,13 @@ class BenchmarkDataset(Sequence):
         if isinstance(i, slice):
             raise TypeError("BenchmarkDataset does not support slicing; pass indices instead")
         s = self.samples[i]
+        if self.info.prepare_target is not None:
+            self.info.prepare_target(s, self.task)
         image = load_rgb(s.image)
         if self.task == "semseg":
             raw = load_label_png(s.target)
             target = decode_labels(
-                raw, s.target, self.info.num_classes, self.info.reduce_zero_label, self.label_lut
+                raw, s.target, self.num_classes, self.info.reduce_zero_label, self.label_lut
             )
         else:
             target = load_depth_png(s.target, self.info.depth_scale)

@@ -10,11 +10,13 @@ from tune3d.data.benchmarks.base import BenchmarkDataset, DatasetInfo
 from tune3d.data.benchmarks.kitti import KITTI_EIGEN
 from tune3d.data.benchmarks.nyuv2 import NYUV2_DEPTH, NYUV2_SEG13, NYUV2_SEG40
 from tune3d.data.benchmarks.scannet import SCANNET
+from tune3d.data.benchmarks.scannetpp import SCANNETPP
 from tune3d.data.benchmarks.voc import VOC2012
 from tune3d.errors import Tune3DError
 
 DATASETS: dict[str, DatasetInfo] = {
-    d.name: d for d in (NYUV2_SEG13, NYUV2_SEG40, NYUV2_DEPTH, ADE20K, VOC2012, KITTI_EIGEN, SCANNET)
+    d.name: d
+    for d in (NYUV2_SEG13, NYUV2_SEG40, NYUV2_DEPTH, ADE20K, VOC2012, KITTI_EIGEN, SCANNET, SCANNETPP)
 }
 
 
@@ -42,5 +44,5 @@ def open_dataset(
     root = Path(root)
     if not root.is_dir():
         raise Tune3DError(f"{root}: dataset root not found (a folder in the {name} layout)")
-    samples, lut = info.list_samples(root, split, task)
-    return BenchmarkDataset(info, root, split, task, samples, lut)
+    samples, lut, *rest = info.list_samples(root, split, task)
+    return BenchmarkDataset(info, root, split, task, samples, lut, dict(rest[0]) if rest else {})
