@@ -129,3 +129,21 @@ def test_paper_probe_tiny_run(tmp_path, task):
         assert 0.0 <= m["miou"] <= 1.0 and len(m["per_class_iou"]) == 13
     else:
         assert np.isfinite(m["rmse"]) and m["num_images"] == 1
+
+
+def test_augmented_draws_same_for_any_worker_count(tmp_path):
+    from benchmark_fixtures import write_mmseg_seg
+    from torch.utils.data import DataLoader
+
+    from tune3d.data.benchmarks import open_dataset
+    from tune3d.probe.paper import AugmentedDraws, PaperOptions
+
+    root = write_mmseg_seg(tmp_path / "d", 13, n_train=3, n_val=1, size=(28, 42))
+    ds = open_dataset("nyuv2-seg13", root, "train")
+    opts = PaperOptions(seg_scale=(64, 32), seg_crop=(24, 24))
+    draws = AugmentedDraws(ds, "semseg", opts, (24, 24), total=4, seed=5)
+    a = [b for b in DataLoader(draws, batch_size=2, num_workers=0)]
+    b = [b for b in DataLoader(draws, batch_size=2, num_workers=2)]
+    for (ia, ta), (ib, tb) in zip(a, b):
+        assert torch.equal(ia, ib) and torch.equal(ta, tb)
+    assert a[0][0].shape == (2, 3, 24, 24) and a[0][1].dtype == torch.int64

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from tune3d.data.benchmarks.base import DatasetInfo
@@ -18,11 +19,8 @@ DEPTH_LAYOUT = (
 )
 
 
-def _seg(name: str):
-    def list_samples(root: Path, split: str, task: str):
-        return mmseg_folders(name, SEG_LAYOUT, root, split), None
-
-    return list_samples
+def _seg(name: str, root: Path, split: str, task: str):
+    return mmseg_folders(name, SEG_LAYOUT, root, split), None
 
 
 def _depth(root: Path, split: str, task: str):
@@ -36,7 +34,7 @@ NYUV2_SEG13 = DatasetInfo(
     name="nyuv2-seg13",
     task="semseg",
     layout=SEG_LAYOUT,
-    list_samples=_seg("nyuv2-seg13"),
+    list_samples=partial(_seg, "nyuv2-seg13"),
     class_names=NYU13_CLASSES,
     reduce_zero_label=True,
 )
@@ -44,7 +42,7 @@ NYUV2_SEG40 = DatasetInfo(
     name="nyuv2-seg40",
     task="semseg",
     layout=SEG_LAYOUT,
-    list_samples=_seg("nyuv2-seg40"),
+    list_samples=partial(_seg, "nyuv2-seg40"),
     class_names=NYU40_CLASSES,
     reduce_zero_label=True,
 )
