@@ -147,3 +147,14 @@ def test_augmented_draws_same_for_any_worker_count(tmp_path):
     for (ia, ta), (ib, tb) in zip(a, b):
         assert torch.equal(ia, ib) and torch.equal(ta, tb)
     assert a[0][0].shape == (2, 3, 24, 24) and a[0][1].dtype == torch.int64
+
+
+def test_rank_draws_split_a_step_the_same_way_for_any_world_size():
+    from tune3d.probe.paper import rank_draws
+
+    one = rank_draws(iters=3, accum=4, world=1, rank=0, batch=2)  # 8 draws per step
+    assert one == list(range(24))
+    two = [rank_draws(3, 2, 2, r, 2) for r in range(2)]  # 2 processes x accum 2 x batch 2
+    for s in range(3):
+        step = sorted(two[0][4 * s : 4 * s + 4] + two[1][4 * s : 4 * s + 4])
+        assert step == one[8 * s : 8 * s + 8]
