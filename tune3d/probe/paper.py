@@ -155,8 +155,6 @@ def run_paper_probe(
     seed_everything(cfg.seed)
     acc = make_accelerator(cfg.device, "no")
     device, world, rank = acc.device, acc.num_processes, acc.process_index
-    if acc.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
     accum = max(1, math.ceil(opts.effective_batch / (opts.batch_size * world)))
     crop = tuple(opts.seg_crop) if task == "semseg" else opts.crop_for_depth(cfg.max_depth)
     draws = AugmentedDraws(train, task, opts, crop, cfg.iters * accum * opts.batch_size * world, cfg.seed)
@@ -183,14 +181,12 @@ def run_paper_probe(
         min_lr_ratio=cfg.min_lr_ratio,
     )  # fmt: skip
     global_batch = opts.batch_size * world * accum
-    if acc.is_main_process:
-        write_yaml(
-            out / "config.yaml",
-            {"task": task, "protocol": "paper", "feature_width": width, "cls_width": cls_width,
-             "num_classes": num_classes, "num_train": len(train), "num_test": len(test),
-             "accumulation": accum, "num_processes": world, "global_batch": global_batch, "crop": list(crop),
-             "probe": cfg, "paper": dataclasses.asdict(opts), **(run_info or {})},
-        )  # fmt: skip
+    config = {
+        "task": task, "protocol": "paper", "feature_width": width, "cls_width": cls_width,
+        "num_classes": num_classes, "num_train": len(train), "num_test": len(test), "accumulation": accum,
+        "num_processes": world, "global_batch": global_batch, "crop": list(crop), "probe": cfg,
+        "paper": dataclasses.asdict(opts), **(run_info or {}),
+    }  # fmt: skip
     history: list[dict[str, float]] = []
     every = max(1, cfg.iters // 100)
     it = iter(loader)
@@ -238,15 +234,18 @@ def run_paper_probe(
     if device.type == "cuda" and world > 1:
         bare = _plain_bn(bare)  # evaluate with plain eval-mode BN (SyncBN needs every process)
     t1 = time.perf_counter()
+    # the run folder is written only once training and evaluation succeeded (no half-written results)
     if task == "semseg":
         metrics = evaluate_seg_paper(
             backbone, bare, test, num_classes, opts, device, class_names, cfg.progress
         )
     else:
         metrics = evaluate_depth_paper(backbone, bare, test, cfg, opts, device, eval_mask, cfg.progress)
+    out.mkdir(parents=True, exist_ok=True)
     save_safetensors_atomic(
         bare.state_dict(), out / "head.safetensors", metadata={"task": task, "protocol": "paper"}
     )
+    write_yaml(out / "config.yaml", config)
     write_json(out / "history.json", history)
     metrics = {
         **metrics,
