@@ -12,10 +12,19 @@ import os
 import torch
 
 from tune3d.errors import Tune3DError
+from tune3d.recon.global_alignment import GlobalAlignment, global_alignment
 from tune3d.recon.interface import ReconModel, ReconOutput
 from tune3d.recon.registry import ModelEntry, get_entry, list_models
 
-__all__ = ["ModelEntry", "ReconModel", "ReconOutput", "create_model", "list_models"]
+__all__ = [
+    "GlobalAlignment",
+    "ModelEntry",
+    "ReconModel",
+    "ReconOutput",
+    "create_model",
+    "global_alignment",
+    "list_models",
+]
 
 
 def _has_meta_tensors(model: torch.nn.Module) -> bool:
