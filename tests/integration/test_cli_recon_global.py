@@ -72,6 +72,14 @@ def test_global_alignment_route_and_exports_read_back(scene, cli):
     kinds = sorted(type(g).__name__ for g in glb.geometry.values())
     assert kinds.count("Trimesh") == 5 and kinds.count("PointCloud") == 1
 
+    lift = scene["root"] / "lift"
+    r = cli("lift", out / "colmap", "--backbone", "dinov2_vits14_tiny", "--allow-random-init",
+            "--latent-dim", "8", "--feature-resolution", "28x42", "--init-points", "400",
+            "--max-gaussians", "600", "-q", "--iters", "3", "--holdout-every", "2",
+            "--out", lift)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads((lift / "metrics.json").read_text())["num_gaussians"] > 0
+
 
 @pytest.mark.parametrize("model", ["vggt_tiny", "mast3r_tiny"])
 def test_every_family_writes_the_same_outputs(scene, cli, model):
