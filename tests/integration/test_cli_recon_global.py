@@ -113,6 +113,15 @@ def test_known_cameras_are_kept(scene, cli):
     # 64x48 input from 64x48 frames: the intrinsics carry over unchanged
     np.testing.assert_allclose([f["K"] for f in got], [f.K for f in sc.frames], atol=1e-5)
 
+    fx, fy, cx, cy = sc.frames[0].K[[0, 1, 0, 1], [0, 1, 2, 2]]
+    (scene["root"] / "K.txt").write_text(f"{fx} {fy} {cx} {cy}\n")
+    out = scene["root"] / "known_K"
+    r = cli("reconstruct", scene["folder"], "--model", "dust3r_tiny", *FAST, "--graph", "swin-1",
+            "--niter", "5", "--intrinsics", scene["root"] / "K.txt", "--out", out)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    got = json.loads((out / "cameras.json").read_text())["frames"]
+    np.testing.assert_allclose([f["K"] for f in got], [sc.frames[0].K] * 5, atol=1e-5)
+
 
 def _one_error_line(r, needle: str) -> None:
     lines = r.stderr.strip().splitlines()
@@ -139,6 +148,12 @@ def test_bad_input_is_one_line_and_writes_nothing(scene, cli, tmp_path):
     _one_error_line(
         cli("reconstruct", folder, "--model", "dust3r_tiny", *FAST, "--poses", cams, "--out", out),
         "has 3 views but 5 images",
+    )
+    bad_k = tmp_path / "K.txt"
+    bad_k.write_text("500 500 320\n")
+    _one_error_line(
+        cli("reconstruct", folder, "--model", "dust3r_tiny", *FAST, "--intrinsics", bad_k, "--out", out),
+        "expected a 3x3 matrix",
     )
     wide = tmp_path / "wide.png"
     Image.fromarray(np.zeros((32, 96, 3), np.uint8)).save(wide)

@@ -120,6 +120,9 @@ def test_known_cameras_are_kept_and_fix_the_scale():
     torch.testing.assert_close(res.K, K)
     gt = depth_to_pointmap(depth, K, c2w)  # metric: no similarity needed once the poses are fixed
     assert float((res.pts3d.double() - gt).norm(dim=-1).median()) < 0.02 * float(depth.mean())
+    only_k = global_alignment(edges, pi, pj, ci, cj, known_K=K, niter=60)
+    torch.testing.assert_close(only_k.K, K)
+    assert _pose_errors(only_k.c2w, c2w)[0] < 0.5
     with pytest.raises(Tune3DError, match="known poses"):
         global_alignment(edges, pi, pj, ci, cj, known_c2w=c2w[:3], niter=0)
 

@@ -82,6 +82,9 @@ def register(app: typer.Typer) -> None:
         poses: Path | None = typer.Option(
             None, "--poses", help="Known cameras: a cameras.json or a scene folder, one view per image."
         ),
+        intrinsics: Path | None = typer.Option(
+            None, "--intrinsics", help="Known K of the input images: text 3x3 matrix or 'fx fy cx cy'."
+        ),
         export: str = typer.Option("", "--export", help="Extra exports, comma-separated: colmap, glb."),
     ) -> None:
         """Reconstruct images: predictions.npz, points.ply, cameras.json, previews/ (+ colmap/, scene.glb).
@@ -107,12 +110,17 @@ def register(app: typer.Typer) -> None:
             raise Tune3DError(f"{where}: need at least two images, got {len(images)}")
         prep = prepare_images(images, net, size=size, mode=mode)
         known_c2w = known_K = None
+        for given in (poses, intrinsics):
+            if given is not None and (net.num_views != 2 or align != "global"):
+                raise Tune3DError(f"{given}: known cameras are used by global alignment (DUSt3R/MASt3R)")
         if poses is not None:
             from tune3d.recon.known_cameras import load_known_cameras
 
-            if net.num_views != 2 or align != "global":
-                raise Tune3DError(f"{poses}: known cameras are used by global alignment (DUSt3R/MASt3R)")
-            known_c2w, known_K = load_known_cameras(poses, prep)
+            known_c2w, known_K = load_known_cameras(poses, prep, use_intrinsics=intrinsics is None)
+        if intrinsics is not None:
+            from tune3d.recon.known_cameras import load_intrinsics
+
+            known_K = load_intrinsics(intrinsics, prep)
         recon = run(
             net,
             prep.images,
@@ -147,6 +155,7 @@ def register(app: typer.Typer) -> None:
                 "graph": graph if net.num_views == 2 and align == "global" else None,
                 "niter": niter,
                 "poses": str(poses) if poses else None,
+                "intrinsics": str(intrinsics) if intrinsics else None,
                 "export": exports,
             },
         )

@@ -68,3 +68,29 @@ def load_known_cameras(
                 f"({prep.original_sizes[k][1]}x{prep.original_sizes[k][0]}) nor the model input ({W}x{H})"
             )
     return torch.from_numpy(c2w), torch.stack(out)
+
+
+def load_intrinsics(path: str | os.PathLike, prep) -> torch.Tensor:
+    """``K`` ``S,3,3`` at the model input from a text file holding one pinhole ``K`` for the original
+    images: a 3x3 matrix (as 7-Scenes' ``camera-intrinsics.txt``) or the four numbers ``fx fy cx cy``."""
+    from tune3d.geometry.cameras import crop_K, make_K, scale_K
+
+    path = Path(path)
+    if not path.is_file():
+        raise Tune3DError(f"{path}: intrinsics file not found")
+    try:
+        values = np.array(path.read_text().split(), dtype=np.float64)
+    except ValueError:
+        raise Tune3DError(f"{path}: intrinsics must be numbers (a 3x3 matrix or fx fy cx cy)") from None
+    if values.size == 9:
+        K = torch.from_numpy(values.reshape(3, 3))
+    elif values.size == 4:
+        K = make_K(*map(float, values))
+    else:
+        raise Tune3DError(f"{path}: expected a 3x3 matrix or fx fy cx cy, got {values.size} numbers")
+    if not (np.isfinite(values).all() and K[0, 0] > 0 and K[1, 1] > 0):
+        raise Tune3DError(f"{path}: focal lengths must be finite and positive")
+    out = []
+    for sx, sy, left, top in prep.transforms:
+        out.append(crop_K(scale_K(K, sx, sy), left, top))
+    return torch.stack(out)
