@@ -12,7 +12,8 @@ Each family gets its images the way its official demo prepares them:
   ``size x size`` square with white (1.0). Images of different shapes are padded to a common shape
   with white. Transparent pixels are composited on white.
 
-:func:`reconstruct` runs the model: one forward over all images for N-view models (CUT3R, VGGT). For
+:func:`reconstruct` runs the model: one forward over all images for VGGT, CUT3R streamed frame by frame
+through its recurrent state (:mod:`tune3d.recon.streaming`, same arithmetic, flat memory). For
 pairwise models (DUSt3R, MASt3R) ``align="global"`` (default) runs every pair of a pair graph
 (:mod:`tune3d.recon.graph`) in batches and fuses them by :func:`tune3d.recon.global_alignment`;
 ``align="none"`` pairs every image ``i > 1`` with image 1 (``(1, i)``) so all pointmaps are reported in
@@ -427,7 +428,12 @@ def reconstruct(
             camera_source="procrustes+focal",
             pairs=pairs,
         )
-    out = model(x[None])
+    if model_family(model) == "cut3r":  # one frame at a time through the recurrent state
+        from tune3d.recon.streaming import stream_output
+
+        out = stream_output(model, x, progress)
+    else:
+        out = model(x[None])
     if out.depth is not None:
         depth, dconf = out.depth[0], out.depth_conf[0]
     elif out.pts3d_self is not None and out.pts3d_self.shape[1] == S:
