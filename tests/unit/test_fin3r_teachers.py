@@ -18,9 +18,8 @@ from tune3d.fin3r.teachers import (
     TeacherOutput,
     create_teacher,
     normalize_teacher_target,
-    recover_z_shift,
 )
-from tune3d.geometry import depth_to_pointmap, make_K
+from tune3d.geometry import depth_to_pointmap, make_K, recover_z_shift
 from tune3d.recon.interface import ReconModel, ReconOutput
 
 

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from tune3d.errors import Tune3DError, WeightsUnavailableError
 from tune3d.fin3r.losses import avg_dis_normalize
+from tune3d.geometry import recover_z_shift
 
 logger = logging.getLogger(__name__)
 
@@ -475,53 +476,6 @@ def create_teacher(
 # ------------------------------------------------------------------------------------ normalisation
 
 
-def _pixel_rays(H: int, W: int, K: Tensor) -> tuple[Tensor, Tensor]:
-    """Normalised image coordinates ``((u - cx) / fx, (v - cy) / fy)`` at pixel centres, ``B,H,W`` each."""
-    v, u = torch.meshgrid(
-        torch.arange(H, dtype=K.dtype, device=K.device) + 0.5,
-        torch.arange(W, dtype=K.dtype, device=K.device) + 0.5,
-        indexing="ij",
-    )
-    fx, fy = K[:, 0, 0, None, None], K[:, 1, 1, None, None]
-    cx, cy = K[:, 0, 2, None, None], K[:, 1, 2, None, None]
-    return (u - cx) / fx, (v - cy) / fy
-
-
-def recover_z_shift(points: Tensor, mask: Tensor, K: Tensor | None = None) -> Tensor:
-    """Z-shift ``s`` (``B,``) that makes an affine-invariant pointmap projective: ``(x, y) ≈ (ũ, ṽ)·(z + s)``.
-
-    ``points``: ``B,H,W,3``; ``K``: ``B,3,3`` pixel intrinsics. With ``K`` the shift is the closed-form least
-    squares solution of ``x − ũ(z + s) = 0``, ``y − ṽ(z + s) = 0`` over valid pixels. Without ``K`` an unknown
-    shared focal ``f`` (principal point at the image centre) is solved jointly from the bilinear-free form
-    ``f·x − u'(z + s) = 0`` (2x2 normal equations). This is the algebraic (cross-multiplied) residual, not
-    MoGe's reprojection-error solve, which weights pixels differently; MoGe's own ``infer`` does that solve.
-    """
-    B, H, W, _ = points.shape
-    P = points.double()
-    m = mask.to(P.dtype)
-    x, y, z = P.unbind(-1)
-    if K is not None:
-        ut, vt = _pixel_rays(H, W, K.double().to(P.device).expand(B, 3, 3))
-        num = (m * (ut * (x - ut * z) + vt * (y - vt * z))).sum(dim=(1, 2))
-        den = (m * (ut * ut + vt * vt)).sum(dim=(1, 2)).clamp_min(1e-12)
-        return (num / den).to(points.dtype)
-    v, u = torch.meshgrid(
-        torch.arange(H, dtype=P.dtype, device=P.device) + 0.5 - H / 2,
-        torch.arange(W, dtype=P.dtype, device=P.device) + 0.5 - W / 2,
-        indexing="ij",
-    )
-    # Unknowns theta = (f, s); rows: [x, -u] theta = u z and [y, -v] theta = v z.
-    a11 = (m * (x * x + y * y)).sum(dim=(1, 2))
-    a12 = -(m * (x * u + y * v)).sum(dim=(1, 2))
-    a22 = (m * (u * u + v * v)).expand(B, H, W).sum(dim=(1, 2))
-    b1 = (m * (x * u * z + y * v * z)).sum(dim=(1, 2))
-    b2 = -(m * (u * u * z + v * v * z)).sum(dim=(1, 2))
-    A = torch.stack([torch.stack([a11, a12], -1), torch.stack([a12, a22], -1)], -2)
-    b = torch.stack([b1, b2], -1)
-    theta = torch.linalg.solve(A + 1e-12 * torch.eye(2, dtype=P.dtype, device=P.device), b)
-    return theta[:, 1].to(points.dtype)
-
-
 def normalize_teacher_target(
     points_or_depth: Tensor,
     mask: Tensor,
@@ -541,8 +495,8 @@ def normalize_teacher_target(
     2. Depth -> points with ``K`` (``B,3,3`` or ``3,3``; required for depth input). The z-shift of an
        affine-invariant *depth* map is likewise unobservable without ground truth and is taken as 0.
     3. Affine-invariant *pointmaps* (MoGe-1 raw output): the z-shift is observable from the rays and removed
-       with :func:`recover_z_shift` (``K`` if given, else focal and shift are solved jointly). Points that end
-       up behind the camera are masked out.
+       with :func:`tune3d.geometry.recover_z_shift` (``K`` if given, else focal and shift are solved
+       jointly). Points that end up behind the camera are masked out.
     4. ``normalize``: divide by the mean distance of valid points to the camera (DUSt3R ``avg_dis``); the
        student's prediction is normalised the same way inside :func:`conf_distill_loss`. Use
        ``normalize=False`` only for a metric teacher with a metric student (MASt3R).
