@@ -6,16 +6,12 @@ pseudo-labels) with a ``replay_ratio`` share of labelled multi-view tuples (:cla
 
 - distillation on every image's per-view head (``model.per_view_head``: VGGT's depth head, the CroCo
   models' own-frame pointmap ``pts3d_self``; pairwise models see a single image as the self-pair, like
-  ``forward_mono``), against the teacher target normalised per its kind
-  (:func:`normalize_teacher_target`: z-shift removal for affine-invariant pointmaps, then ``avg_dis``);
-- the multi-view pointmap loss (:func:`pointmap_replay_loss`) on the replayed tuples only, with ground
-  truth in the first view's camera frame.
+  ``forward_mono``), against the teacher target normalised per its kind;
+- the multi-view pointmap loss on the replayed tuples only, ground truth in the first view's camera frame.
 
-The comparison space follows what student and teacher share: pointmaps when the student predicts points
-and the target's intrinsics are known (scene frames, MoGe), otherwise z-depth. The batch loss is the
-per-sample mean ``(1/N) Σ_i [L_distill(i) + 1_mv(i) L_pointmap(i)]`` with each term averaged over its
-sub-batch's valid pixels. Every step's batch is a pure function of ``(seed, step)``, so a resumed run
-reproduces an uninterrupted one.
+The code flows data (:mod:`.data`) -> targets and the batch loss (:mod:`.targets`, which also says how
+they compare) -> the step (here). Every step's batch is a pure function of ``(seed, step)``, so a resumed
+run reproduces an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -44,9 +40,9 @@ from tune3d.fin3r.adapters import (
     lora_layers,
     save_adapters,
 )
-from tune3d.fin3r.losses import conf_distill_loss, pointmap_replay_loss
 from tune3d.fin3r.sampling import ReplayMixDataset, ReplaySampler, replay_collate
-from tune3d.fin3r.teachers import Teacher, TeacherOutput, create_teacher, normalize_teacher_target
+from tune3d.fin3r.targets import distill_step_loss
+from tune3d.fin3r.teachers import Teacher, create_teacher
 
 log = logging.getLogger(__name__)
 
@@ -313,120 +309,6 @@ def lr_factor(step: int, cfg: DistillConfig) -> float:
         return 1.0
     span = max(1, cfg.steps - cfg.warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span)))
-
-
-# ---------------------------------------------------------------------------------------------- losses
-
-
-def per_view_prediction(model: Any, out: Any) -> tuple[Tensor, Tensor, bool]:
-    """The per-view head Fin3R distils: ``(pred B,S',H,W[,3], conf B,S',H,W, is_points)``.
-
-    VGGT's depth head (``per_view_head == "depth"``) covers all views; DUSt3R/MASt3R's ``pts3d_self`` only
-    view 1 (``S' = 1``), CUT3R's every view.
-    """
-    if model.per_view_head == "depth":
-        if out.depth is None:
-            raise Tune3DError(f"{type(model).__name__}: per-view head 'depth' produced no output")
-        return out.depth, out.depth_conf, False
-    if model.per_view_head == "pts3d_self":
-        if out.pts3d_self is None:
-            raise Tune3DError(f"{type(model).__name__}: per-view head 'pts3d_self' produced no output")
-        return out.pts3d_self, out.pts3d_self_conf, True
-    raise Tune3DError(f"{type(model).__name__}: unknown per-view head {model.per_view_head!r}")
-
-
-def distill_targets(
-    tout: TeacherOutput, K: Tensor, has_K: Tensor, want_points: bool, normalize: bool
-) -> tuple[Tensor, Tensor, bool]:
-    """Teacher output -> ``(target, mask, is_points)`` in the space shared with the student.
-
-    ``K``: ``B,3,3`` dataset intrinsics (nominal where ``has_K`` is False). Teacher pointmaps carry their own
-    geometry; depth teachers are lifted with the dataset ``K``. Points are compared only when the student
-    predicts points and every image's intrinsics are known (teacher ``K`` or calibrated frames), else
-    z-depth: the lift through a stand-in ``K`` keeps z exact.
-    """
-    Kt = tout.K if tout.K is not None else K
-    pts, mask = normalize_teacher_target(
-        tout.value.float(),
-        tout.mask,
-        tout.kind,
-        K=Kt.float(),
-        is_disparity=tout.is_disparity,
-        normalize=normalize,
-    )
-    points_ok = tout.is_pointmap or tout.K is not None or bool(has_K.all())
-    if want_points and points_ok:
-        return pts, mask, True
-    return pts[..., 2], mask, False
-
-
-def _distill_term(
-    pred: Tensor,
-    conf: Tensor,
-    pred_is_points: bool,
-    target: tuple[Tensor, Tensor, bool],
-    cfg: DistillConfig,
-    normalize: bool,
-) -> Tensor:
-    tgt, mask, tgt_is_points = target
-    if pred_is_points and not tgt_is_points:
-        pred = pred[..., 2]
-    return conf_distill_loss(
-        pred.float(), conf.float(), tgt, mask, lam=cfg.lam, squared=cfg.squared, normalize=normalize
-    )
-
-
-def distill_step_loss(
-    model: Any, core: Any, teacher: Teacher, batch: dict[str, Any], cfg: DistillConfig, device: torch.device
-) -> tuple[Tensor, dict[str, float]]:
-    """Loss of one collated :func:`replay_collate` batch (model forward + teacher), and its parts."""
-    metric_pair = core.metric  # metric student: skip normalisation only against a metric teacher
-    single, multi = batch["single"], batch["multiview"]
-    n_single = 0 if single is None else len(single["image"])
-    n_multi = 0 if multi is None else len(multi["images"])
-    total = torch.zeros((), device=device)
-    parts: dict[str, float] = {}
-    if single is not None:
-        images = single["image"].to(device, non_blocking=True)
-        tout = teacher.predict(images, depth=single["depth"].to(device))
-        normalize = not (metric_pair and tout.kind == "metric")
-        want_points = core.per_view_head == "pts3d_self"
-        target = distill_targets(tout, single["K"].to(device), single["has_K"], want_points, normalize)
-        views = images[:, None]
-        if core.num_views == 2:
-            views = torch.cat([views, views], dim=1)  # a single image goes in as the self-pair
-        out = model(views)
-        pred, conf, is_points = per_view_prediction(core, out)
-        ld = _distill_term(pred[:, 0], conf[:, 0], is_points, target, cfg, normalize)
-        total = total + ld * n_single
-        parts["distill_single"] = float(ld.detach())
-    if multi is not None:
-        images = multi["images"].to(device, non_blocking=True)
-        B, V = images.shape[:2]
-        out = model(images)
-        pred, conf, is_points = per_view_prediction(core, out)
-        Sp = pred.shape[1]  # views the per-view head covers (1 for DUSt3R/MASt3R)
-        flat = images[:, :Sp].flatten(0, 1)
-        tout = teacher.predict(flat, depth=multi["depth"][:, :Sp].flatten(0, 1).to(device))
-        normalize = not (metric_pair and tout.kind == "metric")
-        K = multi["K"][:, :Sp].flatten(0, 1).to(device)
-        target = distill_targets(tout, K, torch.ones(len(flat), dtype=torch.bool), is_points, normalize)
-        ld = _distill_term(pred.flatten(0, 1), conf.flatten(0, 1), is_points, target, cfg, normalize)
-        lp = pointmap_replay_loss(
-            out.pts3d.float(),
-            out.pts3d_conf.float(),
-            multi["pts3d"].to(device),
-            multi["valid"].to(device),
-            lam=cfg.lam,
-            squared=cfg.squared,
-            normalize=not core.metric,
-        )
-        total = total + (ld + lp) * n_multi
-        parts["distill_multiview"] = float(ld.detach())
-        parts["replay"] = float(lp.detach())
-    loss = total / max(1, n_single + n_multi)
-    parts["n_multiview"] = float(n_multi)
-    return loss, parts
 
 
 # ----------------------------------------------------------------------------------------- evaluation

@@ -13,7 +13,8 @@
 - ``sensor`` — the dataset's own metric depth, passed as ``predict(images, depth=...)``.
 
 Any teacher can be wrapped in :class:`CachedTeacher` (safetensors per image, keyed by teacher spec and image
-content). :func:`normalize_teacher_target` turns any output into the normalised pointmap Fin3R distils.
+content). :func:`tune3d.fin3r.targets.normalize_teacher_target` turns any output into the normalised pointmap
+Fin3R distils.
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tune3d.errors import Tune3DError, WeightsUnavailableError
-from tune3d.fin3r.losses import avg_dis_normalize
-from tune3d.geometry import recover_z_shift
 
 logger = logging.getLogger(__name__)
 
@@ -471,61 +470,3 @@ def create_teacher(
             f"unknown teacher {spec!r}; use hf:<id>, moge:<id>, recon:<model>[@weights] or sensor"
         )
     return CachedTeacher(teacher, cache_dir) if cache_dir is not None else teacher
-
-
-# ------------------------------------------------------------------------------------ normalisation
-
-
-def normalize_teacher_target(
-    points_or_depth: Tensor,
-    mask: Tensor,
-    kind: str,
-    K: Tensor | None = None,
-    is_disparity: bool = False,
-    normalize: bool = True,
-    min_disparity: float = 1e-3,
-) -> tuple[Tensor, Tensor]:
-    """Teacher output -> the camera-frame pointmap target ``B,H,W,3`` Fin3R distils, and its mask ``B,H,W``.
-
-    Steps (paper: "subtract the shift in the z-component and then apply the normalization used in DUSt3R"):
-
-    1. Disparity (``is_disparity``) -> depth ``1 / d``. An affine-invariant disparity's own shift is not
-       observable from a single map, so it is taken as 0; pixels with ``d <= min_disparity · max(d)`` (sky,
-       far background) are masked out.
-    2. Depth -> points with ``K`` (``B,3,3`` or ``3,3``; required for depth input). The z-shift of an
-       affine-invariant *depth* map is likewise unobservable without ground truth and is taken as 0.
-    3. Affine-invariant *pointmaps* (MoGe-1 raw output): the z-shift is observable from the rays and removed
-       with :func:`tune3d.geometry.recover_z_shift` (``K`` if given, else focal and shift are solved
-       jointly). Points that end up behind the camera are masked out.
-    4. ``normalize``: divide by the mean distance of valid points to the camera (DUSt3R ``avg_dis``); the
-       student's prediction is normalised the same way inside :func:`conf_distill_loss`. Use
-       ``normalize=False`` only for a metric teacher with a metric student (MASt3R).
-    """
-    if kind not in KINDS:
-        raise ValueError(f"teacher kind must be one of {KINDS}, got {kind!r}")
-    mask = mask.bool() & torch.isfinite(points_or_depth).reshape(*mask.shape, -1).all(-1)
-    if points_or_depth.dim() == mask.dim():  # depth / disparity B,H,W
-        d = torch.where(mask, points_or_depth, torch.zeros_like(points_or_depth))
-        if is_disparity:
-            peak = d.flatten(1).amax(dim=1).view(-1, 1, 1)
-            mask = mask & (d > min_disparity * peak)
-            d = torch.where(mask, 1.0 / d.clamp_min(1e-12), torch.zeros_like(d))
-        mask = mask & (d > 0)
-        if K is None:
-            raise ValueError("normalize_teacher_target needs intrinsics K to turn depth into points")
-        from tune3d.geometry import depth_to_pointmap
-
-        Kb = K.to(d).expand(d.shape[0], 3, 3) if K.dim() == 2 else K.to(d)
-        pts = depth_to_pointmap(d, Kb)
-    else:
-        pts = points_or_depth
-        if kind == "affine_invariant":
-            Kb = None if K is None else (K.expand(pts.shape[0], 3, 3) if K.dim() == 2 else K)
-            shift = recover_z_shift(pts, mask, Kb)
-            pts = pts.clone()
-            pts[..., 2] = pts[..., 2] + shift.view(-1, 1, 1)
-            mask = mask & (pts[..., 2] > 0)
-    pts = torch.where(mask.unsqueeze(-1), pts, torch.zeros_like(pts))
-    if normalize:
-        pts, _ = avg_dis_normalize(pts, mask, True)
-    return pts, mask
