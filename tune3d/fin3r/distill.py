@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,6 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from tune3d.data.sources import IMAGE_EXTENSIONS
 from tune3d.errors import Tune3DError
 from tune3d.fin3r.adapters import (
     FORMS,
@@ -39,6 +38,14 @@ from tune3d.fin3r.adapters import (
     add_adapters,
     lora_layers,
     save_adapters,
+)
+from tune3d.fin3r.data import (
+    EmptyDataset,
+    MonoImages,
+    ReplayTuples,
+    distill_resolution,
+    load_mono_items,
+    load_replay_scenes,
 )
 from tune3d.fin3r.sampling import ReplayMixDataset, ReplaySampler, replay_collate
 from tune3d.fin3r.targets import distill_step_loss
@@ -104,157 +111,6 @@ class DistillConfig:
             raise Tune3DError(f"--lr must be positive, got {self.lr}")
         if self.schedule not in ("cosine", "constant"):
             raise Tune3DError(f"--schedule must be 'cosine' or 'constant', got {self.schedule!r}")
-
-
-# ------------------------------------------------------------------------------------------------ data
-
-
-def _resolution(cfg: DistillConfig, patch: int) -> tuple[int, int]:
-    if cfg.resolution is None:
-        return (224 // patch * patch, 224 // patch * patch)
-    H, W = (int(v) for v in cfg.resolution)
-    if H < patch or W < patch or H % patch or W % patch:
-        raise Tune3DError(
-            f"--resolution {H}x{W} must be positive multiples of the model's patch size {patch}"
-        )
-    return H, W
-
-
-def _nominal_K(H: int, W: int) -> np.ndarray:
-    """Stand-in intrinsics for images without calibration; only used where just z-depth matters."""
-    f = float(max(H, W))
-    return np.array([[f, 0.0, W / 2], [0.0, f, H / 2], [0.0, 0.0, 1.0]])
-
-
-def _image_tensor(rgb: np.ndarray) -> Tensor:
-    return torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1).div_(255.0)
-
-
-class MonoImages(Dataset):
-    """Single images at ``resolution``: an image folder (no depth, no intrinsics) or the frames of scenes.
-
-    Items: ``image`` ``3,H,W`` in [0, 1]; ``depth`` ``H,W`` metres (zeros without depth); ``K`` ``3,3``
-    float32 (nominal without calibration); ``has_depth`` / ``has_K`` bool tensors.
-    """
-
-    def __init__(self, items: Sequence[Any], resolution: tuple[int, int]) -> None:
-        self.items = list(items)  # Path (image file) or Frame
-        self.H, self.W = resolution
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        H, W = self.H, self.W
-        item = self.items[i]
-        if isinstance(item, Path):
-            from tune3d.data.sources import ImageFileSource, resize_array
-
-            rgb = resize_array(ImageFileSource(item).load(), H, W, "image")
-            depth, K, has_depth, has_K = np.zeros((H, W), np.float32), _nominal_K(H, W), False, False
-        else:
-            frame = item.resized(H, W)
-            rgb, d = frame.image(), frame.depth()
-            has_depth, has_K, K = d is not None, True, frame.K
-            depth = np.zeros((H, W), np.float32) if d is None else d.astype(np.float32)
-        return {
-            "image": _image_tensor(rgb),
-            "depth": torch.from_numpy(np.ascontiguousarray(depth)),
-            "K": torch.from_numpy(np.asarray(K, np.float32)),
-            "has_depth": torch.tensor(has_depth),
-            "has_K": torch.tensor(has_K),
-        }
-
-
-class ReplayTuples(Dataset):
-    """Labelled multi-view tuples from scenes with depth and poses.
-
-    Tuple ``j`` of a scene is frames ``start, start + stride, ..., start + (V-1)·stride``. Items: ``images``
-    ``V,3,H,W``; ``depth`` ``V,H,W``; ``K`` ``V,3,3``; ``pts3d`` ``V,H,W,3`` every view's ground-truth points
-    in the **first view's camera frame**; ``valid`` ``V,H,W`` bool.
-    """
-
-    def __init__(self, scenes: Sequence[Any], num_views: int, resolution: tuple[int, int], stride: int = 1):
-        self.H, self.W = resolution
-        self.tuples: list[tuple[Any, list[int]]] = []
-        span = (num_views - 1) * stride
-        for scene in scenes:
-            if not scene.has_depth:
-                raise Tune3DError(
-                    f"{scene.path or scene.name}: replay scenes need depth maps for every frame"
-                )
-            for start in range(len(scene) - span):
-                self.tuples.append((scene, [start + k * stride for k in range(num_views)]))
-        if not self.tuples:
-            raise Tune3DError(
-                f"replay data: no scene has {span + 1} frames ({num_views}-view tuples, stride {stride})"
-            )
-
-    def __len__(self) -> int:
-        return len(self.tuples)
-
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        from tune3d.geometry import depth_to_pointmap, invert_rigid
-
-        scene, idx = self.tuples[i]
-        frames = [scene[j].resized(self.H, self.W) for j in idx]
-        images = torch.stack([_image_tensor(f.image()) for f in frames])
-        depth = torch.stack([torch.from_numpy(f.depth().astype(np.float32)) for f in frames])
-        K = torch.from_numpy(np.stack([f.K for f in frames]))
-        c2w = torch.from_numpy(np.stack([f.c2w for f in frames]))
-        rel = invert_rigid(c2w[0]) @ c2w  # view k's camera -> first camera, float64
-        pts = depth_to_pointmap(depth.double(), K, rel).float()
-        valid = torch.isfinite(depth) & (depth > 0)
-        return {"images": images, "depth": depth, "K": K.float(), "pts3d": pts, "valid": valid}
-
-
-def _image_files(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def load_mono_items(path: str | Path) -> tuple[list[Any], list[Any], bool]:
-    """Mono data -> ``(train items, held-out items, every train item has depth)`` for :class:`MonoImages`.
-
-    ``path``: a folder of images, or one or more scenes (any layout :func:`tune3d.data.load_scenes` reads).
-    Scenes that declare both a ``train`` and a non-empty ``test`` split train on ``train`` and keep ``test``
-    for the before/after check; otherwise every frame trains and nothing is held out. Only the images are
-    used, unless the teacher is ``sensor`` (then the frames' depth is the target).
-    """
-    from tune3d.data import find_scene_dirs, load_scene
-
-    p = Path(path)
-    if not p.exists():
-        raise Tune3DError(f"{p}: mono data not found")
-    if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
-        return [p], [], False
-    # Decide the kind once, from the layout alone: a scene (or folder of scenes) is loaded and its own
-    # errors (a NaN pose, a truncated image) are reported; only a folder that is no scene is an image folder.
-    try:
-        scene_dirs = find_scene_dirs(p)
-    except Tune3DError:
-        if p.is_dir() and _image_files(p):
-            return _image_files(p), [], False
-        raise
-    scenes = [load_scene(d) for d in scene_dirs]
-    train, held = [], []
-    for s in scenes:
-        if s.splits.get("train") and s.splits.get("test"):
-            train.extend(s[i] for i in s.splits["train"])
-            held.extend(s[i] for i in s.splits["test"])
-        else:
-            train.extend(s)
-    if not train:
-        raise Tune3DError(f"{p}: no frames in the mono data")
-    return train, held, all(f.has_depth for f in train)
-
-
-def load_replay_scenes(path: str | Path) -> list[Any]:
-    from tune3d.data import load_scenes
-
-    p = Path(path)
-    if not p.exists():
-        raise Tune3DError(f"{p}: replay data not found")
-    return load_scenes(p)
 
 
 # ------------------------------------------------------------------------------------------- batching
@@ -423,7 +279,7 @@ def distill(
     model = create_model(model_name, weights=weights, device="cpu", allow_random_init=allow_random_init)
     if not getattr(model, "encoder_qkv_pattern", ""):
         raise Tune3DError(f"{model_name}: the model declares no encoder qkv pattern, cannot add adapters")
-    H, W = _resolution(cfg, model.patch_size)
+    H, W = distill_resolution(cfg.resolution, model.patch_size)
     V = 2 if model.num_views == 2 else cfg.replay_views
     mono = MonoImages(mono_items, (H, W))
     held = MonoImages(held_items, (H, W)) if held_items else None
@@ -480,7 +336,7 @@ def train_adapters(
         core.set_grad_checkpointing(True)
     core.eval()  # frozen parts keep inference behaviour; LoRA has no dropout/batch statistics
     H, W = mono[0]["image"].shape[-2:]
-    replay = replay if replay is not None and len(replay) else _Empty()
+    replay = replay if replay is not None and len(replay) else EmptyDataset()
     V = replay[0]["images"].shape[0] if len(replay) else 0
     mix = ReplayMixDataset(mono, replay)
     ratio = cfg.replay_ratio if len(replay) else 0.0
@@ -594,14 +450,6 @@ def train_adapters(
         write_json(out / "metrics.json", metrics)
     accelerator.wait_for_everyone()
     return metrics
-
-
-class _Empty(Dataset):
-    def __len__(self) -> int:
-        return 0
-
-    def __getitem__(self, i: int) -> Any:
-        raise IndexError(i)
 
 
 def _loss_summary(history: dict[str, list[float]]) -> dict[str, Any]:
