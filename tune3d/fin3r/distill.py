@@ -25,9 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tune3d.errors import Tune3DError
@@ -47,6 +45,7 @@ from tune3d.fin3r.data import (
     load_mono_items,
     load_replay_scenes,
 )
+from tune3d.fin3r.diagnostics import base_vs_trained, depth_eval_set, loss_summary, pick
 from tune3d.fin3r.sampling import ReplayMixDataset, ReplaySampler, replay_collate
 from tune3d.fin3r.targets import distill_step_loss
 from tune3d.fin3r.teachers import Teacher, create_teacher
@@ -165,35 +164,6 @@ def lr_factor(step: int, cfg: DistillConfig) -> float:
         return 1.0
     span = max(1, cfg.steps - cfg.warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span)))
-
-
-# ----------------------------------------------------------------------------------------- evaluation
-
-
-@torch.no_grad()
-def mono_depth_eval(model: Any, images: Tensor, depth: Tensor, batch_size: int = 4) -> dict[str, float]:
-    """Monocular depth of the per-view head vs ground truth, median-aligned per image (the model is up to
-    scale): mean ``abs_rel`` and ``delta1`` over ``images`` ``N,3,H,W`` with depth ``N,H,W`` (0 = invalid)."""
-    from tune3d.metrics.depth import DepthMetricAccumulator
-
-    acc = DepthMetricAccumulator(align="median" if not model.metric else "none")
-    dev = next(model.parameters()).device
-    for s in range(0, len(images), batch_size):
-        pred, _ = model.forward_mono(images[s : s + batch_size].to(dev))
-        acc.update(pred.float().cpu(), depth[s : s + batch_size])
-    res = acc.compute()
-    return {"abs_rel": res["abs_rel"], "delta1": res["delta1"], "n_images": acc.count}
-
-
-def _adapters_enabled(model: Any, enabled: bool) -> None:
-    for layer in lora_layers(model).values():
-        layer.enable_adapters(enabled)
-
-
-def _pick(n_total: int, n: int, seed: int) -> list[int]:
-    if n_total <= n:
-        return list(range(n_total))
-    return sorted(np.random.default_rng(seed).choice(n_total, size=n, replace=False).tolist())
 
 
 # --------------------------------------------------------------------------------------------- driver
@@ -368,9 +338,8 @@ def train_adapters(
         write_yaml(out / "config.yaml", run_cfg)
 
     # Images for the final base-vs-trained comparison (base = the same model with adapters switched off).
-    diag_idx = _pick(len(mono), cfg.diag_images, cfg.seed)
-    diag_images = torch.stack([mono[i]["image"] for i in diag_idx])
-    eval_set, eval_held_out = _eval_set(held, mono, replay, cfg)
+    diag_images = torch.stack([mono[i]["image"] for i in pick(len(mono), cfg.diag_images, cfg.seed)])
+    eval_set, eval_held_out = depth_eval_set(held, mono, replay, cfg.eval_images, cfg.seed)
 
     model, optim = accelerator.prepare(core, optim)
     batches = StepBatchSampler(
@@ -444,96 +413,9 @@ def train_adapters(
             "replay_views": int(V),
             "n_mono": len(mono),
             "n_replay_tuples": len(replay),
-            "loss": _loss_summary(history),
+            "loss": loss_summary(history),
         }
-        metrics.update(_final_diagnostics(core, diag_images, eval_set, eval_held_out, out, cfg))
+        metrics.update(base_vs_trained(core, diag_images, eval_set, eval_held_out, out))
         write_json(out / "metrics.json", metrics)
     accelerator.wait_for_everyone()
     return metrics
-
-
-def _loss_summary(history: dict[str, list[float]]) -> dict[str, Any]:
-    """First/last values and means over the first/last 10% of steps for every loss term."""
-    out: dict[str, Any] = {}
-    for name, vals in history.items():
-        v = np.asarray(vals, dtype=np.float64)
-        v = v[np.isfinite(v)]
-        if not len(v):
-            continue
-        w = max(1, len(v) // 10)
-        out[name] = {
-            "first": float(v[0]),
-            "last": float(v[-1]),
-            "first_mean": float(v[:w].mean()),
-            "last_mean": float(v[-w:].mean()),
-            "window": w,
-        }
-    return out
-
-
-def _eval_set(
-    held: MonoImages | None, mono: MonoImages, replay: Dataset, cfg: DistillConfig
-) -> tuple[tuple[Tensor, Tensor] | None, bool]:
-    """A few images with depth for the before/after monocular check, and whether they are held out:
-    held-out mono frames if any, else training mono frames, else the first views of replay tuples."""
-    if cfg.eval_images <= 0:
-        return None, False
-    for source, is_held in ((held, True), (mono, False)):
-        if source is None:
-            continue
-        with_depth = [i for i, it in enumerate(source.items) if not isinstance(it, Path) and it.has_depth]
-        if with_depth:
-            picked = [source[with_depth[i]] for i in _pick(len(with_depth), cfg.eval_images, cfg.seed + 1)]
-            return (
-                torch.stack([x["image"] for x in picked]),
-                torch.stack([x["depth"] for x in picked]),
-            ), is_held
-    if len(replay):
-        picked = [replay[i] for i in _pick(len(replay), cfg.eval_images, cfg.seed + 1)]
-        return (
-            torch.stack([x["images"][0] for x in picked]),
-            torch.stack([x["depth"][0] for x in picked]),
-        ), False
-    return None, False
-
-
-def _final_diagnostics(
-    core: Any,
-    diag_images: Tensor,
-    eval_set: tuple[Tensor, Tensor] | None,
-    held_out: bool,
-    out: Path,
-    cfg: DistillConfig,
-) -> dict[str, Any]:
-    """Base (adapters off) vs trained: encoder feature norms (+ heatmaps) and monocular depth."""
-    from tune3d.fin3r.diagnostics import encoder_tokens, feature_norm_report_from_tokens, final_encoder_norm
-
-    res: dict[str, Any] = {}
-    form = adapter_form(core) or "adapted"
-    dev = next(core.parameters()).device
-    has_norm = final_encoder_norm(core) is not None
-    images = diag_images.to(dev)
-    core.eval()
-    _adapters_enabled(core, False)
-    try:
-        base = encoder_tokens(core, images)
-        base_pre = encoder_tokens(core, images, prenorm=True) if has_norm else None
-        base_eval = mono_depth_eval(core, *eval_set) if eval_set is not None else None
-    finally:
-        _adapters_enabled(core, True)
-    trained = encoder_tokens(core, images)
-    trained_pre = encoder_tokens(core, images, prenorm=True) if has_norm else None
-    res["feature_norms"] = feature_norm_report_from_tokens(
-        {"base": base, form: trained},
-        grid=(images.shape[-2] // core.patch_size, images.shape[-1] // core.patch_size),
-        images=diag_images,
-        out_dir=out,
-        prenorm={"base": base_pre, form: trained_pre} if has_norm else None,
-    )
-    if eval_set is not None:
-        res["mono_depth"] = {
-            "base": base_eval,
-            "trained": mono_depth_eval(core, *eval_set),
-            "held_out": held_out,
-        }
-    return res
