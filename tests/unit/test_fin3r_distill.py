@@ -10,13 +10,7 @@ import torch
 
 from tune3d.fin3r import load_adapters
 from tune3d.fin3r.data import MonoImages, ReplayTuples
-from tune3d.fin3r.distill import (
-    DistillConfig,
-    StepBatchSampler,
-    lr_factor,
-    train_adapters,
-)
-from tune3d.fin3r.sampling import ReplaySampler
+from tune3d.fin3r.distill import DistillConfig, lr_factor, train_adapters
 from tune3d.fin3r.teachers import create_teacher
 from tune3d.recon import create_model
 
@@ -160,17 +154,6 @@ def test_resume_matches_uninterrupted(scene, tmp_path, monkeypatch):
     ref_rows = (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()
     run_rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["loss"] for r in ref_rows] == [json.loads(r)["loss"] for r in run_rows]
-
-
-def test_step_batches_are_stateless():
-    sampler = ReplaySampler(7, 3, replay_ratio=0.3, seed=5)
-    full = list(StepBatchSampler(sampler, 4, 0, 9))
-    tail = list(StepBatchSampler(ReplaySampler(7, 3, replay_ratio=0.3, seed=5), 4, 5, 9))
-    assert full[5:] == tail
-    # two processes split every global batch without overlap
-    r0 = StepBatchSampler(sampler, 2, 0, 9, rank=0, world=2).batch(3)
-    r1 = StepBatchSampler(sampler, 2, 0, 9, rank=1, world=2).batch(3)
-    assert r0 + r1 == full[3]
 
 
 def test_lr_schedule():

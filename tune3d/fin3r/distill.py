@@ -20,13 +20,12 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from tune3d.errors import Tune3DError
 from tune3d.fin3r.adapters import (
@@ -46,7 +45,7 @@ from tune3d.fin3r.data import (
     load_replay_scenes,
 )
 from tune3d.fin3r.diagnostics import base_vs_trained, depth_eval_set, loss_summary, pick
-from tune3d.fin3r.sampling import ReplayMixDataset, ReplaySampler, replay_collate
+from tune3d.fin3r.sampling import ReplayMixDataset, ReplaySampler, StepBatchSampler, replay_collate
 from tune3d.fin3r.targets import distill_step_loss
 from tune3d.fin3r.teachers import Teacher, create_teacher
 
@@ -110,50 +109,6 @@ class DistillConfig:
             raise Tune3DError(f"--lr must be positive, got {self.lr}")
         if self.schedule not in ("cosine", "constant"):
             raise Tune3DError(f"--schedule must be 'cosine' or 'constant', got {self.schedule!r}")
-
-
-# ------------------------------------------------------------------------------------------- batching
-
-
-class StepBatchSampler(Sampler[list[int]]):
-    """Batches of global steps ``start .. steps-1`` from a :class:`ReplaySampler`'s epoch streams.
-
-    Step ``t`` takes positions ``[t·B, (t+1)·B)`` of the concatenated epoch index lists (epoch ``e`` from
-    ``set_epoch(e)``), so every batch depends only on ``(seed, t)``: resuming at ``t`` needs no RNG state.
-    With several processes, rank ``r`` takes its contiguous share of the global batch.
-    """
-
-    def __init__(
-        self, sampler: ReplaySampler, batch_size: int, start: int, steps: int, rank: int = 0, world: int = 1
-    ) -> None:
-        self.sampler, self.batch_size, self.start, self.steps = sampler, batch_size, start, steps
-        self.rank, self.world = rank, world
-        self._epoch_cache: dict[int, list[int]] = {}
-
-    def _epoch(self, e: int) -> list[int]:
-        if e not in self._epoch_cache:
-            self._epoch_cache = {e: self._indices(e)}  # keep one epoch in memory
-        return self._epoch_cache[e]
-
-    def _indices(self, e: int) -> list[int]:
-        self.sampler.set_epoch(e)
-        return self.sampler.indices().tolist()
-
-    def batch(self, step: int) -> list[int]:
-        n = len(self.sampler)
-        B = self.batch_size * self.world
-        out = []
-        for pos in range(step * B, (step + 1) * B):
-            out.append(self._epoch(pos // n)[pos % n])
-        per = self.batch_size
-        return out[self.rank * per : (self.rank + 1) * per]
-
-    def __len__(self) -> int:
-        return max(0, self.steps - self.start)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for t in range(self.start, self.steps):
-            yield self.batch(t)
 
 
 def lr_factor(step: int, cfg: DistillConfig) -> float:
