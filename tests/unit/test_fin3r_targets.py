@@ -46,3 +46,23 @@ def test_affine_pointmap_z_shift_removed(with_K):
     # scale-invariant points are only normalised, never shifted
     si, _ = normalize_teacher_target(affine, mask, "scale_invariant", K)
     assert not torch.allclose(si, ref, atol=1e-2)
+
+
+def test_per_view_prediction_points_or_depth():
+    from tune3d.errors import Tune3DError
+    from tune3d.fin3r.targets import per_view_prediction
+    from tune3d.recon.interface import ReconOutput
+
+    class Student:
+        per_view_head = "pts3d_self"
+
+    g = torch.Generator().manual_seed(0)
+    pts, conf = torch.rand(1, 2, 4, 5, 3, generator=g), 1 + torch.rand(1, 2, 4, 5, generator=g)
+    out = ReconOutput(pts3d=pts, pts3d_conf=conf, pts3d_self=pts, pts3d_self_conf=conf)
+    p, c, is_points = per_view_prediction(Student(), out)
+    assert is_points and p is pts and c is conf
+    z, c, is_points = per_view_prediction(Student(), out, points=False)
+    assert not is_points and torch.equal(z, pts[..., 2]) and c is conf
+    Student.per_view_head = "depth"
+    with pytest.raises(Tune3DError, match="'depth' produced no output"):
+        per_view_prediction(Student(), out)

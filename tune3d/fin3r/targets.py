@@ -77,21 +77,22 @@ def normalize_teacher_target(
     return pts, mask
 
 
-def per_view_prediction(model: Any, out: Any) -> tuple[Tensor, Tensor, bool]:
+def per_view_prediction(model: Any, out: Any, points: bool = True) -> tuple[Tensor, Tensor, bool]:
     """The per-view head Fin3R distils: ``(pred B,S',H,W[,3], conf B,S',H,W, is_points)``.
 
     VGGT's depth head (``per_view_head == "depth"``) covers all views; DUSt3R/MASt3R's ``pts3d_self`` only
-    view 1 (``S' = 1``), CUT3R's every view.
+    view 1 (``S' = 1``), CUT3R's every view. A ``pts3d_self`` head gives points unless ``points=False``; the
+    z-depth comes from :meth:`~tune3d.recon.interface.ReconOutput.per_view_depth`.
     """
-    if model.per_view_head == "depth":
-        if out.depth is None:
-            raise Tune3DError(f"{type(model).__name__}: per-view head 'depth' produced no output")
-        return out.depth, out.depth_conf, False
-    if model.per_view_head == "pts3d_self":
-        if out.pts3d_self is None:
-            raise Tune3DError(f"{type(model).__name__}: per-view head 'pts3d_self' produced no output")
+    head = model.per_view_head
+    if head not in ("depth", "pts3d_self"):
+        raise Tune3DError(f"{type(model).__name__}: unknown per-view head {head!r}")
+    if getattr(out, head) is None:
+        raise Tune3DError(f"{type(model).__name__}: per-view head {head!r} produced no output")
+    if points and head == "pts3d_self":
         return out.pts3d_self, out.pts3d_self_conf, True
-    raise Tune3DError(f"{type(model).__name__}: unknown per-view head {model.per_view_head!r}")
+    depth, conf = out.per_view_depth(head)
+    return depth, conf, False
 
 
 def distill_targets(
@@ -120,16 +121,9 @@ def distill_targets(
 
 
 def _distill_term(
-    pred: Tensor,
-    conf: Tensor,
-    pred_is_points: bool,
-    target: tuple[Tensor, Tensor, bool],
-    cfg: DistillConfig,
-    normalize: bool,
+    pred: Tensor, conf: Tensor, target: tuple[Tensor, Tensor, bool], cfg: DistillConfig, normalize: bool
 ) -> Tensor:
-    tgt, mask, tgt_is_points = target
-    if pred_is_points and not tgt_is_points:
-        pred = pred[..., 2]
+    tgt, mask, _ = target  # pred is already in the target's space (per_view_prediction(points=...))
     return conf_distill_loss(
         pred.float(), conf.float(), tgt, mask, lam=cfg.lam, squared=cfg.squared, normalize=normalize
     )
@@ -155,22 +149,23 @@ def distill_step_loss(
         if core.num_views == 2:
             views = torch.cat([views, views], dim=1)  # a single image goes in as the self-pair
         out = model(views)
-        pred, conf, is_points = per_view_prediction(core, out)
-        ld = _distill_term(pred[:, 0], conf[:, 0], is_points, target, cfg, normalize)
+        pred, conf, _ = per_view_prediction(core, out, points=target[2])
+        ld = _distill_term(pred[:, 0], conf[:, 0], target, cfg, normalize)
         total = total + ld * n_single
         parts["distill_single"] = float(ld.detach())
     if multi is not None:
         images = multi["images"].to(device, non_blocking=True)
         B, V = images.shape[:2]
         out = model(images)
-        pred, conf, is_points = per_view_prediction(core, out)
+        pred, _, is_points = per_view_prediction(core, out)
         Sp = pred.shape[1]  # views the per-view head covers (1 for DUSt3R/MASt3R)
         flat = images[:, :Sp].flatten(0, 1)
         tout = teacher.predict(flat, depth=multi["depth"][:, :Sp].flatten(0, 1).to(device))
         normalize = not (metric_pair and tout.kind == "metric")
         K = multi["K"][:, :Sp].flatten(0, 1).to(device)
         target = distill_targets(tout, K, torch.ones(len(flat), dtype=torch.bool), is_points, normalize)
-        ld = _distill_term(pred.flatten(0, 1), conf.flatten(0, 1), is_points, target, cfg, normalize)
+        pred, conf, _ = per_view_prediction(core, out, points=target[2])
+        ld = _distill_term(pred.flatten(0, 1), conf.flatten(0, 1), target, cfg, normalize)
         lp = pointmap_replay_loss(
             out.pts3d.float(),
             out.pts3d_conf.float(),
