@@ -182,3 +182,20 @@ def load_replay_scenes(path: str | Path) -> list[Any]:
     if not p.exists():
         raise Tune3DError(f"{p}: replay data not found")
     return load_scenes(p)
+
+
+def load_inputs(
+    mono_data: str | Path, replay_data: str | Path | None, teacher_spec: str, replay_ratio: float
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """A run's inputs -> ``(mono train items, mono held-out items, replay scenes)``, checked before any model
+    is built: the ``sensor`` teacher needs mono data with depth, ``replay_ratio > 0`` needs replay data."""
+    mono_items, held_items, mono_has_depth = load_mono_items(mono_data)
+    if teacher_spec == "sensor" and not mono_has_depth:
+        raise Tune3DError(
+            f"{mono_data}: the 'sensor' teacher needs mono data with depth (scenes, not images)"
+        )
+    use_replay = replay_data is not None and replay_ratio > 0
+    replay_scenes = load_replay_scenes(replay_data) if use_replay else []
+    if replay_ratio > 0 and not replay_scenes:
+        raise Tune3DError("--replay-ratio > 0 needs --replay DATA (or pass --replay-ratio 0)")
+    return mono_items, held_items, replay_scenes

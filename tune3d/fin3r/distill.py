@@ -41,8 +41,7 @@ from tune3d.fin3r.data import (
     MonoImages,
     ReplayTuples,
     distill_resolution,
-    load_mono_items,
-    load_replay_scenes,
+    load_inputs,
 )
 from tune3d.fin3r.diagnostics import base_vs_trained, depth_eval_set, loss_summary, pick
 from tune3d.fin3r.sampling import ReplayMixDataset, ReplaySampler, StepBatchSampler, replay_collate
@@ -186,15 +185,9 @@ def distill(
     cfg.validate()
     out = Path(out_dir)
     # Inputs first: bad specs and missing data fail before any model is built.
-    mono_items, held_items, mono_has_depth = load_mono_items(mono_data)
-    if teacher_spec == "sensor" and not mono_has_depth:
-        raise Tune3DError(
-            f"{mono_data}: the 'sensor' teacher needs mono data with depth (scenes, not images)"
-        )
-    use_replay = replay_data is not None and cfg.replay_ratio > 0
-    replay_scenes = load_replay_scenes(replay_data) if use_replay else []
-    if cfg.replay_ratio > 0 and not replay_scenes:
-        raise Tune3DError("--replay-ratio > 0 needs --replay DATA (or pass --replay-ratio 0)")
+    mono_items, held_items, replay_scenes = load_inputs(
+        mono_data, replay_data, teacher_spec, cfg.replay_ratio
+    )
     cache = cfg.teacher_cache
     if cache is None and teacher_spec != "sensor":
         cache = str(out / "teacher_cache")
