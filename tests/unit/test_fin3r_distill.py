@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from tune3d.fin3r import load_adapters
+from tune3d.fin3r.config import DistillConfig
 from tune3d.fin3r.data import MonoImages, ReplayTuples
-from tune3d.fin3r.distill import DistillConfig, lr_factor, train_adapters
+from tune3d.fin3r.distill import lr_factor, train_adapters
 from tune3d.fin3r.teachers import create_teacher
 from tune3d.recon import create_model
 

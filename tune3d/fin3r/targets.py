@@ -10,18 +10,16 @@ with each term averaged over its sub-batch's valid pixels.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from tune3d.errors import Tune3DError
+from tune3d.fin3r.config import DistillConfig
 from tune3d.fin3r.losses import avg_dis_normalize, conf_distill_loss, pointmap_replay_loss
 from tune3d.fin3r.teachers import KINDS, Teacher, TeacherOutput
 from tune3d.geometry import depth_to_pointmap, recover_z_shift
-
-if TYPE_CHECKING:
-    from tune3d.fin3r.distill import DistillConfig
 
 
 def normalize_teacher_target(
