@@ -9,15 +9,9 @@ import pytest
 import torch
 
 from tune3d.fin3r import load_adapters
-from tune3d.fin3r.distill import (
-    DistillConfig,
-    MonoImages,
-    ReplayTuples,
-    StepBatchSampler,
-    lr_factor,
-    train_adapters,
-)
-from tune3d.fin3r.sampling import ReplaySampler
+from tune3d.fin3r.config import DistillConfig
+from tune3d.fin3r.data import MonoImages, ReplayTuples
+from tune3d.fin3r.distill import lr_factor, train_adapters
 from tune3d.fin3r.teachers import create_teacher
 from tune3d.recon import create_model
 
@@ -163,39 +157,8 @@ def test_resume_matches_uninterrupted(scene, tmp_path, monkeypatch):
     assert [json.loads(r)["loss"] for r in ref_rows] == [json.loads(r)["loss"] for r in run_rows]
 
 
-def test_step_batches_are_stateless():
-    sampler = ReplaySampler(7, 3, replay_ratio=0.3, seed=5)
-    full = list(StepBatchSampler(sampler, 4, 0, 9))
-    tail = list(StepBatchSampler(ReplaySampler(7, 3, replay_ratio=0.3, seed=5), 4, 5, 9))
-    assert full[5:] == tail
-    # two processes split every global batch without overlap
-    r0 = StepBatchSampler(sampler, 2, 0, 9, rank=0, world=2).batch(3)
-    r1 = StepBatchSampler(sampler, 2, 0, 9, rank=1, world=2).batch(3)
-    assert r0 + r1 == full[3]
-
-
 def test_lr_schedule():
     cfg = DistillConfig(steps=10, warmup_steps=2)
     f = [lr_factor(t, cfg) for t in range(10)]
     assert f[0] == 0.5 and f[1] == 1.0 and f[2] == 1.0 and f[-1] < 0.05
     assert all(a >= b for a, b in zip(f[1:], f[2:]))
-
-
-def test_mono_images_from_files_resize_and_report_bad_files(tmp_path):
-    from PIL import Image
-
-    from tune3d.errors import Tune3DError
-    from tune3d.fin3r.distill import load_mono_items
-
-    Image.new("RGB", (80, 60), (200, 10, 10)).save(tmp_path / "a.png")
-    Image.new("RGB", (40, 30), (10, 200, 10)).save(tmp_path / "b.jpg")
-    items, held, with_depth = load_mono_items(tmp_path)
-    assert [p.name for p in items] == ["a.png", "b.jpg"] and not with_depth
-    mono = MonoImages(items, (24, 32))
-    a, b = mono[0], mono[1]
-    assert a["image"].shape == b["image"].shape == (3, 24, 32)
-    assert a["image"][0].mean() > 0.7 and b["image"][1].mean() > 0.7  # colours survive the resize
-    assert not a["has_depth"] and not a["has_K"] and float(a["depth"].abs().sum()) == 0.0
-    (tmp_path / "c.png").write_bytes(b"not an image")
-    with pytest.raises(Tune3DError, match="c.png"):
-        MonoImages([tmp_path / "c.png"], (24, 32))[0]

@@ -1,4 +1,4 @@
-"""Replay mixing: exact ratio, determinism, epoch coverage, collate keeps kinds apart."""
+"""Replay mixing: exact ratio, determinism, epoch coverage, collate keeps kinds apart; step batches."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tune3d.fin3r.sampling import ReplayMixDataset, ReplaySampler, Tagged, replay_collate
+from tune3d.fin3r.sampling import ReplayMixDataset, ReplaySampler, StepBatchSampler, Tagged, replay_collate
 
 
 class Singles(Dataset):
@@ -99,3 +99,14 @@ def test_collate_single_kind_batch():
     out = replay_collate([Tagged(False, torch.zeros(2)), Tagged(False, torch.ones(2))])
     assert out["multiview"] is None and out["single"].shape == (2, 2)
     assert out["is_multiview"].tolist() == [False, False]
+
+
+def test_step_batches_are_stateless():
+    sampler = ReplaySampler(7, 3, replay_ratio=0.3, seed=5)
+    full = list(StepBatchSampler(sampler, 4, 0, 9))
+    tail = list(StepBatchSampler(ReplaySampler(7, 3, replay_ratio=0.3, seed=5), 4, 5, 9))
+    assert full[5:] == tail
+    # two processes split every global batch without overlap
+    r0 = StepBatchSampler(sampler, 2, 0, 9, rank=0, world=2).batch(3)
+    r1 = StepBatchSampler(sampler, 2, 0, 9, rank=1, world=2).batch(3)
+    assert r0 + r1 == full[3]

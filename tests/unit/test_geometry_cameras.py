@@ -21,6 +21,7 @@ from tune3d.geometry import (
     opencv_to_opengl,
     opengl_to_opencv,
     pixel_grid,
+    pixel_rays,
     pointmap_to_depth,
     project,
     project_world,
@@ -216,3 +217,11 @@ def test_seven_scenes_reprojection_consistency(seven_scenes):
     err = (z[inside][ok] - ref[ok]).abs()
     assert ok.sum() > 1000
     assert err.median() < 0.05  # metres; KinectFusion poses + nearest pixel lookup
+
+
+def test_pixel_rays_at_pixel_centres():
+    K = torch.stack([make_K(20.0, 30.0, 8.0, 6.0), make_K(10.0, 10.0, 2.5, 2.0)])
+    ut, vt = pixel_rays(4, 5, K)
+    assert ut.shape == vt.shape == (2, 4, 5) and ut.dtype == torch.float64
+    assert ut[0, 2, 3] == (3.5 - 8.0) / 20.0 and vt[0, 2, 3] == (2.5 - 6.0) / 30.0
+    assert ut[1, 0, 2] == 0.0 and vt[1, 1, 0] == -0.05

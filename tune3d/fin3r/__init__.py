@@ -2,8 +2,11 @@
 
 Building blocks: re-normalisation LoRA adapters (:mod:`.adapters`), monocular teachers (:mod:`.teachers`),
 confidence-weighted losses (:mod:`.losses`) and replay mixing of labelled multi-view data (:mod:`.sampling`).
-The training entry point is ``tune3d.fin3r.distill.distill`` (not re-exported: it would shadow its
-module). Teachers are imported from :mod:`tune3d.fin3r.teachers` explicitly (their backends load lazily).
+A run flows data (:mod:`.data`) -> targets and the batch loss (:mod:`.targets`) -> the step
+(:mod:`.distill`), configured by :class:`DistillConfig` (:mod:`.config`) and checked by
+:mod:`.diagnostics`. The training entry point is ``tune3d.fin3r.distill.distill`` (not re-exported: it
+would shadow its module). Teachers are imported from :mod:`tune3d.fin3r.teachers` explicitly (their
+backends load lazily).
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from tune3d.fin3r.adapters import (
     merge_adapters,
     save_adapters,
 )
+from tune3d.fin3r.config import DistillConfig
 from tune3d.fin3r.diagnostics import feature_norm_report
-from tune3d.fin3r.distill import DistillConfig, train_adapters
+from tune3d.fin3r.distill import train_adapters
 from tune3d.fin3r.losses import avg_dis_normalize, conf_distill_loss, pointmap_replay_loss
 from tune3d.fin3r.sampling import ReplayMixDataset, ReplaySampler, replay_collate
 

@@ -1,5 +1,7 @@
-"""Fin3R feature-norm diagnostics (the paper's Fig. 3): per-token L2 norms of the encoder's output patch
-tokens, as heatmaps per image and as one "Avg" number per model, plus drift against the base encoder.
+"""Fin3R diagnostics: a run's before/after checks (base = adapters off vs trained: monocular depth and encoder
+feature norms) and loss summary, and the feature-norm analysis (the paper's Fig. 3): per-token L2 norms of the
+encoder's output patch tokens, as heatmaps per image and as one "Avg" number per model, plus drift against
+the base encoder.
 
 Monocular distillation tends to grow these norms, which moves the frozen decoder's input off its training
 distribution; re-normalisation LoRA is meant to keep them at the base model's level.
@@ -19,7 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
+from tune3d.fin3r.adapters import adapter_form, lora_layers
+from tune3d.fin3r.data import MonoImages
 from tune3d.metrics.features import feature_drift, norm_summary, token_norms
 
 
@@ -183,3 +188,117 @@ def _save_heatmaps(
         rows.append(tiles)
     ncols = max(len(r) for r in rows)
     save_png(tile_images([t for r in rows for t in r], ncols=ncols), d / f"{stem}_all.png")
+
+
+# ------------------------------------------------------------------------------------ run checks
+
+
+@torch.no_grad()
+def mono_depth_eval(model: Any, images: Tensor, depth: Tensor, batch_size: int = 4) -> dict[str, float]:
+    """Monocular depth of the per-view head vs ground truth, median-aligned per image (the model is up to
+    scale): mean ``abs_rel`` and ``delta1`` over ``images`` ``N,3,H,W`` with depth ``N,H,W`` (0 = invalid)."""
+    from tune3d.metrics.depth import DepthMetricAccumulator
+
+    acc = DepthMetricAccumulator(align="median" if not model.metric else "none")
+    dev = next(model.parameters()).device
+    for s in range(0, len(images), batch_size):
+        pred, _ = model.forward_mono(images[s : s + batch_size].to(dev))
+        acc.update(pred.float().cpu(), depth[s : s + batch_size])
+    res = acc.compute()
+    return {"abs_rel": res["abs_rel"], "delta1": res["delta1"], "n_images": acc.count}
+
+
+def _set_adapters(model: Any, enabled: bool) -> None:
+    for layer in lora_layers(model).values():
+        layer.enable_adapters(enabled)
+
+
+def pick(n_total: int, n: int, seed: int) -> list[int]:
+    """``n`` sorted indices out of ``n_total``, drawn with ``seed`` (all of them when ``n_total <= n``)."""
+    if n_total <= n:
+        return list(range(n_total))
+    return sorted(np.random.default_rng(seed).choice(n_total, size=n, replace=False).tolist())
+
+
+def loss_summary(history: dict[str, list[float]]) -> dict[str, Any]:
+    """First/last values and means over the first/last 10% of steps for every loss term."""
+    out: dict[str, Any] = {}
+    for name, vals in history.items():
+        v = np.asarray(vals, dtype=np.float64)
+        v = v[np.isfinite(v)]
+        if not len(v):
+            continue
+        w = max(1, len(v) // 10)
+        out[name] = {
+            "first": float(v[0]),
+            "last": float(v[-1]),
+            "first_mean": float(v[:w].mean()),
+            "last_mean": float(v[-w:].mean()),
+            "window": w,
+        }
+    return out
+
+
+def depth_eval_set(
+    held: MonoImages | None, mono: MonoImages, replay: Dataset, n: int, seed: int
+) -> tuple[tuple[Tensor, Tensor] | None, bool]:
+    """``n`` images with depth (drawn with ``seed + 1``) for the before/after monocular check, and whether
+    they are held out: held-out mono frames if any, else training mono frames, else replay first views."""
+    if n <= 0:
+        return None, False
+    for source, is_held in ((held, True), (mono, False)):
+        if source is None:
+            continue
+        with_depth = [i for i, it in enumerate(source.items) if not isinstance(it, Path) and it.has_depth]
+        if with_depth:
+            picked = [source[with_depth[i]] for i in pick(len(with_depth), n, seed + 1)]
+            return (
+                torch.stack([x["image"] for x in picked]),
+                torch.stack([x["depth"] for x in picked]),
+            ), is_held
+    if len(replay):
+        picked = [replay[i] for i in pick(len(replay), n, seed + 1)]
+        return (
+            torch.stack([x["images"][0] for x in picked]),
+            torch.stack([x["depth"][0] for x in picked]),
+        ), False
+    return None, False
+
+
+def base_vs_trained(
+    core: Any,
+    diag_images: Tensor,
+    eval_set: tuple[Tensor, Tensor] | None,
+    held_out: bool,
+    out: Path,
+) -> dict[str, Any]:
+    """Base (adapters off) vs trained: encoder feature norms (+ heatmaps) and monocular depth."""
+    res: dict[str, Any] = {}
+    form = adapter_form(core) or "adapted"
+    dev = next(core.parameters()).device
+    has_norm = final_encoder_norm(core) is not None
+    images = diag_images.to(dev)
+    core.eval()
+    _set_adapters(core, False)
+    try:
+        base = encoder_tokens(core, images)
+        base_pre = encoder_tokens(core, images, prenorm=True) if has_norm else None
+        base_eval = mono_depth_eval(core, *eval_set) if eval_set is not None else None
+    finally:
+        _set_adapters(core, True)
+    trained = encoder_tokens(core, images)
+    trained_pre = encoder_tokens(core, images, prenorm=True) if has_norm else None
+    res["feature_norms"] = feature_norm_report_from_tokens(
+        {"base": base, form: trained},
+        grid=(images.shape[-2] // core.patch_size, images.shape[-1] // core.patch_size),
+        images=diag_images,
+        out_dir=out,
+        prenorm={"base": base_pre, form: trained_pre} if has_norm else None,
+    )
+    if eval_set is not None:
+        res["mono_depth"] = {
+            "base": base_eval,
+            "trained": mono_depth_eval(core, *eval_set),
+            "held_out": held_out,
+        }
+    return res

@@ -6,16 +6,12 @@ pseudo-labels) with a ``replay_ratio`` share of labelled multi-view tuples (:cla
 
 - distillation on every image's per-view head (``model.per_view_head``: VGGT's depth head, the CroCo
   models' own-frame pointmap ``pts3d_self``; pairwise models see a single image as the self-pair, like
-  ``forward_mono``), against the teacher target normalised per its kind
-  (:func:`normalize_teacher_target`: z-shift removal for affine-invariant pointmaps, then ``avg_dis``);
-- the multi-view pointmap loss (:func:`pointmap_replay_loss`) on the replayed tuples only, with ground
-  truth in the first view's camera frame.
+  ``forward_mono``), against the teacher target normalised per its kind;
+- the multi-view pointmap loss on the replayed tuples only, ground truth in the first view's camera frame.
 
-The comparison space follows what student and teacher share: pointmaps when the student predicts points
-and the target's intrinsics are known (scene frames, MoGe), otherwise z-depth. The batch loss is the
-per-sample mean ``(1/N) Σ_i [L_distill(i) + 1_mv(i) L_pointmap(i)]`` with each term averaged over its
-sub-batch's valid pixels. Every step's batch is a pure function of ``(seed, step)``, so a resumed run
-reproduces an uninterrupted one.
+The code flows data (:mod:`.data`) -> targets and the batch loss (:mod:`.targets`, which also says how
+they compare) -> the step (here). Every step's batch is a pure function of ``(seed, step)``, so a resumed
+run reproduces an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -24,434 +20,40 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
-from tune3d.data.sources import IMAGE_EXTENSIONS
 from tune3d.engine.schedule import warmup_decay
 from tune3d.errors import Tune3DError
 from tune3d.fin3r.adapters import (
-    FORMS,
     adapter_form,
     adapter_state_dict,
     add_adapters,
     lora_layers,
     save_adapters,
 )
-from tune3d.fin3r.losses import conf_distill_loss, pointmap_replay_loss
-from tune3d.fin3r.sampling import ReplayMixDataset, ReplaySampler, replay_collate
-from tune3d.fin3r.teachers import Teacher, TeacherOutput, create_teacher, normalize_teacher_target
+from tune3d.fin3r.config import DistillConfig
+from tune3d.fin3r.data import (
+    EmptyDataset,
+    MonoImages,
+    ReplayTuples,
+    distill_resolution,
+    load_inputs,
+)
+from tune3d.fin3r.diagnostics import base_vs_trained, depth_eval_set, loss_summary, pick
+from tune3d.fin3r.sampling import ReplayMixDataset, ReplaySampler, StepBatchSampler, replay_collate
+from tune3d.fin3r.targets import distill_step_loss
+from tune3d.fin3r.teachers import Teacher, create_teacher
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DistillConfig:
-    """Hyper-parameters of one Fin3R run (the paper's defaults where it states them).
-
-    ``resolution``: ``(H, W)``, multiples of the model's patch size; ``None`` = 224x224 rounded down to
-    the patch size. ``replay_views``: views per replayed tuple (pairwise models always use 2).
-    ``lam``: the ``−λ log β`` confidence regulariser; ``squared``: squared instead of plain Euclidean error.
-    """
-
-    form: str = "renorm"
-    rank: int = 8
-    alpha: float = 8.0
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    schedule: str = "cosine"  # "cosine" | "constant"
-    warmup_steps: int = 0
-    grad_clip: float = 1.0
-    lam: float = 0.2
-    squared: bool = False
-    replay_ratio: float = 0.1
-    replay_views: int = 2
-    replay_stride: int = 1
-    steps: int = 1000
-    batch_size: int = 4
-    resolution: tuple[int, int] | None = None
-    seed: int = 0
-    save_every: int = 500
-    log_every: int = 10
-    device: str = "auto"
-    mixed_precision: str = "auto"
-    num_workers: int = 0
-    teacher_cache: str | None = None  # default: <out>/teacher_cache for model teachers, none for "sensor"
-    grad_checkpointing: bool = False
-    diag_images: int = 4
-    eval_images: int = 8
-    progress: bool = True
-
-    def validate(self) -> None:
-        if self.form not in FORMS:
-            raise Tune3DError(f"unknown adapter form {self.form!r}; choose one of {', '.join(FORMS)}")
-        for name in (
-            "rank",
-            "steps",
-            "batch_size",
-            "replay_views",
-            "replay_stride",
-            "save_every",
-            "log_every",
-        ):
-            if getattr(self, name) < 1:
-                raise Tune3DError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.replay_ratio <= 1.0:
-            raise Tune3DError(f"--replay-ratio must be in [0, 1], got {self.replay_ratio}")
-        if self.lr <= 0 or not math.isfinite(self.lr):
-            raise Tune3DError(f"--lr must be positive, got {self.lr}")
-        if self.schedule not in ("cosine", "constant"):
-            raise Tune3DError(f"--schedule must be 'cosine' or 'constant', got {self.schedule!r}")
-
-
-# ------------------------------------------------------------------------------------------------ data
-
-
-def _resolution(cfg: DistillConfig, patch: int) -> tuple[int, int]:
-    if cfg.resolution is None:
-        return (224 // patch * patch, 224 // patch * patch)
-    H, W = (int(v) for v in cfg.resolution)
-    if H < patch or W < patch or H % patch or W % patch:
-        raise Tune3DError(
-            f"--resolution {H}x{W} must be positive multiples of the model's patch size {patch}"
-        )
-    return H, W
-
-
-def _nominal_K(H: int, W: int) -> np.ndarray:
-    """Stand-in intrinsics for images without calibration; only used where just z-depth matters."""
-    f = float(max(H, W))
-    return np.array([[f, 0.0, W / 2], [0.0, f, H / 2], [0.0, 0.0, 1.0]])
-
-
-def _image_tensor(rgb: np.ndarray) -> Tensor:
-    return torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1).div_(255.0)
-
-
-class MonoImages(Dataset):
-    """Single images at ``resolution``: an image folder (no depth, no intrinsics) or the frames of scenes.
-
-    Items: ``image`` ``3,H,W`` in [0, 1]; ``depth`` ``H,W`` metres (zeros without depth); ``K`` ``3,3``
-    float32 (nominal without calibration); ``has_depth`` / ``has_K`` bool tensors.
-    """
-
-    def __init__(self, items: Sequence[Any], resolution: tuple[int, int]) -> None:
-        self.items = list(items)  # Path (image file) or Frame
-        self.H, self.W = resolution
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        H, W = self.H, self.W
-        item = self.items[i]
-        if isinstance(item, Path):
-            from tune3d.data.sources import ImageFileSource, resize_array
-
-            rgb = resize_array(ImageFileSource(item).load(), H, W, "image")
-            depth, K, has_depth, has_K = np.zeros((H, W), np.float32), _nominal_K(H, W), False, False
-        else:
-            frame = item.resized(H, W)
-            rgb, d = frame.image(), frame.depth()
-            has_depth, has_K, K = d is not None, True, frame.K
-            depth = np.zeros((H, W), np.float32) if d is None else d.astype(np.float32)
-        return {
-            "image": _image_tensor(rgb),
-            "depth": torch.from_numpy(np.ascontiguousarray(depth)),
-            "K": torch.from_numpy(np.asarray(K, np.float32)),
-            "has_depth": torch.tensor(has_depth),
-            "has_K": torch.tensor(has_K),
-        }
-
-
-class ReplayTuples(Dataset):
-    """Labelled multi-view tuples from scenes with depth and poses.
-
-    Tuple ``j`` of a scene is frames ``start, start + stride, ..., start + (V-1)·stride``. Items: ``images``
-    ``V,3,H,W``; ``depth`` ``V,H,W``; ``K`` ``V,3,3``; ``pts3d`` ``V,H,W,3`` every view's ground-truth points
-    in the **first view's camera frame**; ``valid`` ``V,H,W`` bool.
-    """
-
-    def __init__(self, scenes: Sequence[Any], num_views: int, resolution: tuple[int, int], stride: int = 1):
-        self.H, self.W = resolution
-        self.tuples: list[tuple[Any, list[int]]] = []
-        span = (num_views - 1) * stride
-        for scene in scenes:
-            if not scene.has_depth:
-                raise Tune3DError(
-                    f"{scene.path or scene.name}: replay scenes need depth maps for every frame"
-                )
-            for start in range(len(scene) - span):
-                self.tuples.append((scene, [start + k * stride for k in range(num_views)]))
-        if not self.tuples:
-            raise Tune3DError(
-                f"replay data: no scene has {span + 1} frames ({num_views}-view tuples, stride {stride})"
-            )
-
-    def __len__(self) -> int:
-        return len(self.tuples)
-
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        from tune3d.geometry import depth_to_pointmap, invert_rigid
-
-        scene, idx = self.tuples[i]
-        frames = [scene[j].resized(self.H, self.W) for j in idx]
-        images = torch.stack([_image_tensor(f.image()) for f in frames])
-        depth = torch.stack([torch.from_numpy(f.depth().astype(np.float32)) for f in frames])
-        K = torch.from_numpy(np.stack([f.K for f in frames]))
-        c2w = torch.from_numpy(np.stack([f.c2w for f in frames]))
-        rel = invert_rigid(c2w[0]) @ c2w  # view k's camera -> first camera, float64
-        pts = depth_to_pointmap(depth.double(), K, rel).float()
-        valid = torch.isfinite(depth) & (depth > 0)
-        return {"images": images, "depth": depth, "K": K.float(), "pts3d": pts, "valid": valid}
-
-
-def _image_files(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def load_mono_items(path: str | Path) -> tuple[list[Any], list[Any], bool]:
-    """Mono data -> ``(train items, held-out items, every train item has depth)`` for :class:`MonoImages`.
-
-    ``path``: a folder of images, or one or more scenes (any layout :func:`tune3d.data.load_scenes` reads).
-    Scenes that declare both a ``train`` and a non-empty ``test`` split train on ``train`` and keep ``test``
-    for the before/after check; otherwise every frame trains and nothing is held out. Only the images are
-    used, unless the teacher is ``sensor`` (then the frames' depth is the target).
-    """
-    from tune3d.data import find_scene_dirs, load_scene
-
-    p = Path(path)
-    if not p.exists():
-        raise Tune3DError(f"{p}: mono data not found")
-    if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
-        return [p], [], False
-    # Decide the kind once, from the layout alone: a scene (or folder of scenes) is loaded and its own
-    # errors (a NaN pose, a truncated image) are reported; only a folder that is no scene is an image folder.
-    try:
-        scene_dirs = find_scene_dirs(p)
-    except Tune3DError:
-        if p.is_dir() and _image_files(p):
-            return _image_files(p), [], False
-        raise
-    scenes = [load_scene(d) for d in scene_dirs]
-    train, held = [], []
-    for s in scenes:
-        if s.splits.get("train") and s.splits.get("test"):
-            train.extend(s[i] for i in s.splits["train"])
-            held.extend(s[i] for i in s.splits["test"])
-        else:
-            train.extend(s)
-    if not train:
-        raise Tune3DError(f"{p}: no frames in the mono data")
-    return train, held, all(f.has_depth for f in train)
-
-
-def load_replay_scenes(path: str | Path) -> list[Any]:
-    from tune3d.data import load_scenes
-
-    p = Path(path)
-    if not p.exists():
-        raise Tune3DError(f"{p}: replay data not found")
-    return load_scenes(p)
-
-
-# ------------------------------------------------------------------------------------------- batching
-
-
-class StepBatchSampler(Sampler[list[int]]):
-    """Batches of global steps ``start .. steps-1`` from a :class:`ReplaySampler`'s epoch streams.
-
-    Step ``t`` takes positions ``[t·B, (t+1)·B)`` of the concatenated epoch index lists (epoch ``e`` from
-    ``set_epoch(e)``), so every batch depends only on ``(seed, t)``: resuming at ``t`` needs no RNG state.
-    With several processes, rank ``r`` takes its contiguous share of the global batch.
-    """
-
-    def __init__(
-        self, sampler: ReplaySampler, batch_size: int, start: int, steps: int, rank: int = 0, world: int = 1
-    ) -> None:
-        self.sampler, self.batch_size, self.start, self.steps = sampler, batch_size, start, steps
-        self.rank, self.world = rank, world
-        self._epoch_cache: dict[int, list[int]] = {}
-
-    def _epoch(self, e: int) -> list[int]:
-        if e not in self._epoch_cache:
-            self._epoch_cache = {e: self._indices(e)}  # keep one epoch in memory
-        return self._epoch_cache[e]
-
-    def _indices(self, e: int) -> list[int]:
-        self.sampler.set_epoch(e)
-        return self.sampler.indices().tolist()
-
-    def batch(self, step: int) -> list[int]:
-        n = len(self.sampler)
-        B = self.batch_size * self.world
-        out = []
-        for pos in range(step * B, (step + 1) * B):
-            out.append(self._epoch(pos // n)[pos % n])
-        per = self.batch_size
-        return out[self.rank * per : (self.rank + 1) * per]
-
-    def __len__(self) -> int:
-        return max(0, self.steps - self.start)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for t in range(self.start, self.steps):
-            yield self.batch(t)
 
 
 def lr_factor(step: int, cfg: DistillConfig) -> float:
     """Learning-rate multiplier at ``step``: linear warm-up, then constant or cosine decay to 0."""
     return warmup_decay(step, cfg.steps, cfg.warmup_steps, cfg.schedule)
-
-
-# ---------------------------------------------------------------------------------------------- losses
-
-
-def per_view_prediction(model: Any, out: Any) -> tuple[Tensor, Tensor, bool]:
-    """The per-view head Fin3R distils: ``(pred B,S',H,W[,3], conf B,S',H,W, is_points)``.
-
-    VGGT's depth head (``per_view_head == "depth"``) covers all views; DUSt3R/MASt3R's ``pts3d_self`` only
-    view 1 (``S' = 1``), CUT3R's every view.
-    """
-    if model.per_view_head == "depth":
-        if out.depth is None:
-            raise Tune3DError(f"{type(model).__name__}: per-view head 'depth' produced no output")
-        return out.depth, out.depth_conf, False
-    if model.per_view_head == "pts3d_self":
-        if out.pts3d_self is None:
-            raise Tune3DError(f"{type(model).__name__}: per-view head 'pts3d_self' produced no output")
-        return out.pts3d_self, out.pts3d_self_conf, True
-    raise Tune3DError(f"{type(model).__name__}: unknown per-view head {model.per_view_head!r}")
-
-
-def distill_targets(
-    tout: TeacherOutput, K: Tensor, has_K: Tensor, want_points: bool, normalize: bool
-) -> tuple[Tensor, Tensor, bool]:
-    """Teacher output -> ``(target, mask, is_points)`` in the space shared with the student.
-
-    ``K``: ``B,3,3`` dataset intrinsics (nominal where ``has_K`` is False). Teacher pointmaps carry their own
-    geometry; depth teachers are lifted with the dataset ``K``. Points are compared only when the student
-    predicts points and every image's intrinsics are known (teacher ``K`` or calibrated frames), else
-    z-depth: the lift through a stand-in ``K`` keeps z exact.
-    """
-    Kt = tout.K if tout.K is not None else K
-    pts, mask = normalize_teacher_target(
-        tout.value.float(),
-        tout.mask,
-        tout.kind,
-        K=Kt.float(),
-        is_disparity=tout.is_disparity,
-        normalize=normalize,
-    )
-    points_ok = tout.is_pointmap or tout.K is not None or bool(has_K.all())
-    if want_points and points_ok:
-        return pts, mask, True
-    return pts[..., 2], mask, False
-
-
-def _distill_term(
-    pred: Tensor,
-    conf: Tensor,
-    pred_is_points: bool,
-    target: tuple[Tensor, Tensor, bool],
-    cfg: DistillConfig,
-    normalize: bool,
-) -> Tensor:
-    tgt, mask, tgt_is_points = target
-    if pred_is_points and not tgt_is_points:
-        pred = pred[..., 2]
-    return conf_distill_loss(
-        pred.float(), conf.float(), tgt, mask, lam=cfg.lam, squared=cfg.squared, normalize=normalize
-    )
-
-
-def distill_step_loss(
-    model: Any, core: Any, teacher: Teacher, batch: dict[str, Any], cfg: DistillConfig, device: torch.device
-) -> tuple[Tensor, dict[str, float]]:
-    """Loss of one collated :func:`replay_collate` batch (model forward + teacher), and its parts."""
-    metric_pair = core.metric  # metric student: skip normalisation only against a metric teacher
-    single, multi = batch["single"], batch["multiview"]
-    n_single = 0 if single is None else len(single["image"])
-    n_multi = 0 if multi is None else len(multi["images"])
-    total = torch.zeros((), device=device)
-    parts: dict[str, float] = {}
-    if single is not None:
-        images = single["image"].to(device, non_blocking=True)
-        tout = teacher.predict(images, depth=single["depth"].to(device))
-        normalize = not (metric_pair and tout.kind == "metric")
-        want_points = core.per_view_head == "pts3d_self"
-        target = distill_targets(tout, single["K"].to(device), single["has_K"], want_points, normalize)
-        views = images[:, None]
-        if core.num_views == 2:
-            views = torch.cat([views, views], dim=1)  # a single image goes in as the self-pair
-        out = model(views)
-        pred, conf, is_points = per_view_prediction(core, out)
-        ld = _distill_term(pred[:, 0], conf[:, 0], is_points, target, cfg, normalize)
-        total = total + ld * n_single
-        parts["distill_single"] = float(ld.detach())
-    if multi is not None:
-        images = multi["images"].to(device, non_blocking=True)
-        B, V = images.shape[:2]
-        out = model(images)
-        pred, conf, is_points = per_view_prediction(core, out)
-        Sp = pred.shape[1]  # views the per-view head covers (1 for DUSt3R/MASt3R)
-        flat = images[:, :Sp].flatten(0, 1)
-        tout = teacher.predict(flat, depth=multi["depth"][:, :Sp].flatten(0, 1).to(device))
-        normalize = not (metric_pair and tout.kind == "metric")
-        K = multi["K"][:, :Sp].flatten(0, 1).to(device)
-        target = distill_targets(tout, K, torch.ones(len(flat), dtype=torch.bool), is_points, normalize)
-        ld = _distill_term(pred.flatten(0, 1), conf.flatten(0, 1), is_points, target, cfg, normalize)
-        lp = pointmap_replay_loss(
-            out.pts3d.float(),
-            out.pts3d_conf.float(),
-            multi["pts3d"].to(device),
-            multi["valid"].to(device),
-            lam=cfg.lam,
-            squared=cfg.squared,
-            normalize=not core.metric,
-        )
-        total = total + (ld + lp) * n_multi
-        parts["distill_multiview"] = float(ld.detach())
-        parts["replay"] = float(lp.detach())
-    loss = total / max(1, n_single + n_multi)
-    parts["n_multiview"] = float(n_multi)
-    return loss, parts
-
-
-# ----------------------------------------------------------------------------------------- evaluation
-
-
-@torch.no_grad()
-def mono_depth_eval(model: Any, images: Tensor, depth: Tensor, batch_size: int = 4) -> dict[str, float]:
-    """Monocular depth of the per-view head vs ground truth, median-aligned per image (the model is up to
-    scale): mean ``abs_rel`` and ``delta1`` over ``images`` ``N,3,H,W`` with depth ``N,H,W`` (0 = invalid)."""
-    from tune3d.metrics.depth import DepthMetricAccumulator
-
-    acc = DepthMetricAccumulator(align="median" if not model.metric else "none")
-    dev = next(model.parameters()).device
-    for s in range(0, len(images), batch_size):
-        pred, _ = model.forward_mono(images[s : s + batch_size].to(dev))
-        acc.update(pred.float().cpu(), depth[s : s + batch_size])
-    res = acc.compute()
-    return {"abs_rel": res["abs_rel"], "delta1": res["delta1"], "n_images": acc.count}
-
-
-def _adapters_enabled(model: Any, enabled: bool) -> None:
-    for layer in lora_layers(model).values():
-        layer.enable_adapters(enabled)
-
-
-def _pick(n_total: int, n: int, seed: int) -> list[int]:
-    if n_total <= n:
-        return list(range(n_total))
-    return sorted(np.random.default_rng(seed).choice(n_total, size=n, replace=False).tolist())
 
 
 # --------------------------------------------------------------------------------------------- driver
@@ -519,15 +121,9 @@ def distill(
     cfg.validate()
     out = Path(out_dir)
     # Inputs first: bad specs and missing data fail before any model is built.
-    mono_items, held_items, mono_has_depth = load_mono_items(mono_data)
-    if teacher_spec == "sensor" and not mono_has_depth:
-        raise Tune3DError(
-            f"{mono_data}: the 'sensor' teacher needs mono data with depth (scenes, not images)"
-        )
-    use_replay = replay_data is not None and cfg.replay_ratio > 0
-    replay_scenes = load_replay_scenes(replay_data) if use_replay else []
-    if cfg.replay_ratio > 0 and not replay_scenes:
-        raise Tune3DError("--replay-ratio > 0 needs --replay DATA (or pass --replay-ratio 0)")
+    mono_items, held_items, replay_scenes = load_inputs(
+        mono_data, replay_data, teacher_spec, cfg.replay_ratio
+    )
     cache = cfg.teacher_cache
     if cache is None and teacher_spec != "sensor":
         cache = str(out / "teacher_cache")
@@ -537,7 +133,7 @@ def distill(
     model = create_model(model_name, weights=weights, device="cpu", allow_random_init=allow_random_init)
     if not getattr(model, "encoder_qkv_pattern", ""):
         raise Tune3DError(f"{model_name}: the model declares no encoder qkv pattern, cannot add adapters")
-    H, W = _resolution(cfg, model.patch_size)
+    H, W = distill_resolution(cfg.resolution, model.patch_size)
     V = 2 if model.num_views == 2 else cfg.replay_views
     mono = MonoImages(mono_items, (H, W))
     held = MonoImages(held_items, (H, W)) if held_items else None
@@ -594,7 +190,7 @@ def train_adapters(
         core.set_grad_checkpointing(True)
     core.eval()  # frozen parts keep inference behaviour; LoRA has no dropout/batch statistics
     H, W = mono[0]["image"].shape[-2:]
-    replay = replay if replay is not None and len(replay) else _Empty()
+    replay = replay if replay is not None and len(replay) else EmptyDataset()
     V = replay[0]["images"].shape[0] if len(replay) else 0
     mix = ReplayMixDataset(mono, replay)
     ratio = cfg.replay_ratio if len(replay) else 0.0
@@ -626,9 +222,8 @@ def train_adapters(
         write_yaml(out / "config.yaml", run_cfg)
 
     # Images for the final base-vs-trained comparison (base = the same model with adapters switched off).
-    diag_idx = _pick(len(mono), cfg.diag_images, cfg.seed)
-    diag_images = torch.stack([mono[i]["image"] for i in diag_idx])
-    eval_set, eval_held_out = _eval_set(held, mono, replay, cfg)
+    diag_images = torch.stack([mono[i]["image"] for i in pick(len(mono), cfg.diag_images, cfg.seed)])
+    eval_set, eval_held_out = depth_eval_set(held, mono, replay, cfg.eval_images, cfg.seed)
 
     model, optim = accelerator.prepare(core, optim)
     batches = StepBatchSampler(
@@ -702,104 +297,9 @@ def train_adapters(
             "replay_views": int(V),
             "n_mono": len(mono),
             "n_replay_tuples": len(replay),
-            "loss": _loss_summary(history),
+            "loss": loss_summary(history),
         }
-        metrics.update(_final_diagnostics(core, diag_images, eval_set, eval_held_out, out, cfg))
+        metrics.update(base_vs_trained(core, diag_images, eval_set, eval_held_out, out))
         write_json(out / "metrics.json", metrics)
     accelerator.wait_for_everyone()
     return metrics
-
-
-class _Empty(Dataset):
-    def __len__(self) -> int:
-        return 0
-
-    def __getitem__(self, i: int) -> Any:
-        raise IndexError(i)
-
-
-def _loss_summary(history: dict[str, list[float]]) -> dict[str, Any]:
-    """First/last values and means over the first/last 10% of steps for every loss term."""
-    out: dict[str, Any] = {}
-    for name, vals in history.items():
-        v = np.asarray(vals, dtype=np.float64)
-        v = v[np.isfinite(v)]
-        if not len(v):
-            continue
-        w = max(1, len(v) // 10)
-        out[name] = {
-            "first": float(v[0]),
-            "last": float(v[-1]),
-            "first_mean": float(v[:w].mean()),
-            "last_mean": float(v[-w:].mean()),
-            "window": w,
-        }
-    return out
-
-
-def _eval_set(
-    held: MonoImages | None, mono: MonoImages, replay: Dataset, cfg: DistillConfig
-) -> tuple[tuple[Tensor, Tensor] | None, bool]:
-    """A few images with depth for the before/after monocular check, and whether they are held out:
-    held-out mono frames if any, else training mono frames, else the first views of replay tuples."""
-    if cfg.eval_images <= 0:
-        return None, False
-    for source, is_held in ((held, True), (mono, False)):
-        if source is None:
-            continue
-        with_depth = [i for i, it in enumerate(source.items) if not isinstance(it, Path) and it.has_depth]
-        if with_depth:
-            picked = [source[with_depth[i]] for i in _pick(len(with_depth), cfg.eval_images, cfg.seed + 1)]
-            return (
-                torch.stack([x["image"] for x in picked]),
-                torch.stack([x["depth"] for x in picked]),
-            ), is_held
-    if len(replay):
-        picked = [replay[i] for i in _pick(len(replay), cfg.eval_images, cfg.seed + 1)]
-        return (
-            torch.stack([x["images"][0] for x in picked]),
-            torch.stack([x["depth"][0] for x in picked]),
-        ), False
-    return None, False
-
-
-def _final_diagnostics(
-    core: Any,
-    diag_images: Tensor,
-    eval_set: tuple[Tensor, Tensor] | None,
-    held_out: bool,
-    out: Path,
-    cfg: DistillConfig,
-) -> dict[str, Any]:
-    """Base (adapters off) vs trained: encoder feature norms (+ heatmaps) and monocular depth."""
-    from tune3d.fin3r.diagnostics import encoder_tokens, feature_norm_report_from_tokens, final_encoder_norm
-
-    res: dict[str, Any] = {}
-    form = adapter_form(core) or "adapted"
-    dev = next(core.parameters()).device
-    has_norm = final_encoder_norm(core) is not None
-    images = diag_images.to(dev)
-    core.eval()
-    _adapters_enabled(core, False)
-    try:
-        base = encoder_tokens(core, images)
-        base_pre = encoder_tokens(core, images, prenorm=True) if has_norm else None
-        base_eval = mono_depth_eval(core, *eval_set) if eval_set is not None else None
-    finally:
-        _adapters_enabled(core, True)
-    trained = encoder_tokens(core, images)
-    trained_pre = encoder_tokens(core, images, prenorm=True) if has_norm else None
-    res["feature_norms"] = feature_norm_report_from_tokens(
-        {"base": base, form: trained},
-        grid=(images.shape[-2] // core.patch_size, images.shape[-1] // core.patch_size),
-        images=diag_images,
-        out_dir=out,
-        prenorm={"base": base_pre, form: trained_pre} if has_norm else None,
-    )
-    if eval_set is not None:
-        res["mono_depth"] = {
-            "base": base_eval,
-            "trained": mono_depth_eval(core, *eval_set),
-            "held_out": held_out,
-        }
-    return res

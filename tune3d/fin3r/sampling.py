@@ -4,7 +4,8 @@ The paper's epoch is 20k SA-1B images (teacher pseudo-labels) + 2k Hypersim/Tart
 10% replay. :class:`ReplayMixDataset` concatenates any two map-style datasets and tags every item;
 :class:`ReplaySampler` draws a fixed number of replay indices per epoch (so the ratio is exact, not just
 expected), places them at random positions, and is a pure function of ``(seed, epoch)``;
-:func:`replay_collate` keeps the two kinds in separate sub-batches.
+:func:`replay_collate` keeps the two kinds in separate sub-batches; :class:`StepBatchSampler` cuts the
+sampler's epochs into per-step batches that depend only on ``(seed, step)``.
 
 Distributed runs: hand the sampler to the DataLoader and let Accelerate shard the batches
 (``accelerator.prepare``); every rank builds the same index list from the same seed and epoch.
@@ -127,3 +128,44 @@ def replay_collate(batch: Sequence[Tagged]) -> dict[str, Any]:
         "multiview": default_collate(multis) if multis else None,
         "is_multiview": torch.tensor([bool(t.is_multiview) for t in batch], dtype=torch.bool),
     }
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Batches of global steps ``start .. steps-1`` from a :class:`ReplaySampler`'s epoch streams.
+
+    Step ``t`` takes positions ``[t·B, (t+1)·B)`` of the concatenated epoch index lists (epoch ``e`` from
+    ``set_epoch(e)``), so every batch depends only on ``(seed, t)``: resuming at ``t`` needs no RNG state.
+    With several processes, rank ``r`` takes its contiguous share of the global batch.
+    """
+
+    def __init__(
+        self, sampler: ReplaySampler, batch_size: int, start: int, steps: int, rank: int = 0, world: int = 1
+    ) -> None:
+        self.sampler, self.batch_size, self.start, self.steps = sampler, batch_size, start, steps
+        self.rank, self.world = rank, world
+        self._epoch_cache: dict[int, list[int]] = {}
+
+    def _epoch(self, e: int) -> list[int]:
+        if e not in self._epoch_cache:
+            self._epoch_cache = {e: self._indices(e)}  # keep one epoch in memory
+        return self._epoch_cache[e]
+
+    def _indices(self, e: int) -> list[int]:
+        self.sampler.set_epoch(e)
+        return self.sampler.indices().tolist()
+
+    def batch(self, step: int) -> list[int]:
+        n = len(self.sampler)
+        B = self.batch_size * self.world
+        out = []
+        for pos in range(step * B, (step + 1) * B):
+            out.append(self._epoch(pos // n)[pos % n])
+        per = self.batch_size
+        return out[self.rank * per : (self.rank + 1) * per]
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for t in range(self.start, self.steps):
+            yield self.batch(t)

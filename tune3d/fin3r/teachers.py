@@ -13,7 +13,8 @@
 - ``sensor`` — the dataset's own metric depth, passed as ``predict(images, depth=...)``.
 
 Any teacher can be wrapped in :class:`CachedTeacher` (safetensors per image, keyed by teacher spec and image
-content). :func:`normalize_teacher_target` turns any output into the normalised pointmap Fin3R distils.
+content). :func:`tune3d.fin3r.targets.normalize_teacher_target` turns any output into the normalised pointmap
+Fin3R distils.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tune3d.errors import Tune3DError, WeightsUnavailableError
-from tune3d.fin3r.losses import avg_dis_normalize
 
 logger = logging.getLogger(__name__)
 
@@ -470,108 +470,3 @@ def create_teacher(
             f"unknown teacher {spec!r}; use hf:<id>, moge:<id>, recon:<model>[@weights] or sensor"
         )
     return CachedTeacher(teacher, cache_dir) if cache_dir is not None else teacher
-
-
-# ------------------------------------------------------------------------------------ normalisation
-
-
-def _pixel_rays(H: int, W: int, K: Tensor) -> tuple[Tensor, Tensor]:
-    """Normalised image coordinates ``((u - cx) / fx, (v - cy) / fy)`` at pixel centres, ``B,H,W`` each."""
-    v, u = torch.meshgrid(
-        torch.arange(H, dtype=K.dtype, device=K.device) + 0.5,
-        torch.arange(W, dtype=K.dtype, device=K.device) + 0.5,
-        indexing="ij",
-    )
-    fx, fy = K[:, 0, 0, None, None], K[:, 1, 1, None, None]
-    cx, cy = K[:, 0, 2, None, None], K[:, 1, 2, None, None]
-    return (u - cx) / fx, (v - cy) / fy
-
-
-def recover_z_shift(points: Tensor, mask: Tensor, K: Tensor | None = None) -> Tensor:
-    """Z-shift ``s`` (``B,``) that makes an affine-invariant pointmap projective: ``(x, y) ≈ (ũ, ṽ)·(z + s)``.
-
-    ``points``: ``B,H,W,3``; ``K``: ``B,3,3`` pixel intrinsics. With ``K`` the shift is the closed-form least
-    squares solution of ``x − ũ(z + s) = 0``, ``y − ṽ(z + s) = 0`` over valid pixels. Without ``K`` an unknown
-    shared focal ``f`` (principal point at the image centre) is solved jointly from the bilinear-free form
-    ``f·x − u'(z + s) = 0`` (2x2 normal equations). This is the algebraic (cross-multiplied) residual, not
-    MoGe's reprojection-error solve, which weights pixels differently; MoGe's own ``infer`` does that solve.
-    """
-    B, H, W, _ = points.shape
-    P = points.double()
-    m = mask.to(P.dtype)
-    x, y, z = P.unbind(-1)
-    if K is not None:
-        ut, vt = _pixel_rays(H, W, K.double().to(P.device).expand(B, 3, 3))
-        num = (m * (ut * (x - ut * z) + vt * (y - vt * z))).sum(dim=(1, 2))
-        den = (m * (ut * ut + vt * vt)).sum(dim=(1, 2)).clamp_min(1e-12)
-        return (num / den).to(points.dtype)
-    v, u = torch.meshgrid(
-        torch.arange(H, dtype=P.dtype, device=P.device) + 0.5 - H / 2,
-        torch.arange(W, dtype=P.dtype, device=P.device) + 0.5 - W / 2,
-        indexing="ij",
-    )
-    # Unknowns theta = (f, s); rows: [x, -u] theta = u z and [y, -v] theta = v z.
-    a11 = (m * (x * x + y * y)).sum(dim=(1, 2))
-    a12 = -(m * (x * u + y * v)).sum(dim=(1, 2))
-    a22 = (m * (u * u + v * v)).expand(B, H, W).sum(dim=(1, 2))
-    b1 = (m * (x * u * z + y * v * z)).sum(dim=(1, 2))
-    b2 = -(m * (u * u * z + v * v * z)).sum(dim=(1, 2))
-    A = torch.stack([torch.stack([a11, a12], -1), torch.stack([a12, a22], -1)], -2)
-    b = torch.stack([b1, b2], -1)
-    theta = torch.linalg.solve(A + 1e-12 * torch.eye(2, dtype=P.dtype, device=P.device), b)
-    return theta[:, 1].to(points.dtype)
-
-
-def normalize_teacher_target(
-    points_or_depth: Tensor,
-    mask: Tensor,
-    kind: str,
-    K: Tensor | None = None,
-    is_disparity: bool = False,
-    normalize: bool = True,
-    min_disparity: float = 1e-3,
-) -> tuple[Tensor, Tensor]:
-    """Teacher output -> the camera-frame pointmap target ``B,H,W,3`` Fin3R distils, and its mask ``B,H,W``.
-
-    Steps (paper: "subtract the shift in the z-component and then apply the normalization used in DUSt3R"):
-
-    1. Disparity (``is_disparity``) -> depth ``1 / d``. An affine-invariant disparity's own shift is not
-       observable from a single map, so it is taken as 0; pixels with ``d <= min_disparity · max(d)`` (sky,
-       far background) are masked out.
-    2. Depth -> points with ``K`` (``B,3,3`` or ``3,3``; required for depth input). The z-shift of an
-       affine-invariant *depth* map is likewise unobservable without ground truth and is taken as 0.
-    3. Affine-invariant *pointmaps* (MoGe-1 raw output): the z-shift is observable from the rays and removed
-       with :func:`recover_z_shift` (``K`` if given, else focal and shift are solved jointly). Points that end
-       up behind the camera are masked out.
-    4. ``normalize``: divide by the mean distance of valid points to the camera (DUSt3R ``avg_dis``); the
-       student's prediction is normalised the same way inside :func:`conf_distill_loss`. Use
-       ``normalize=False`` only for a metric teacher with a metric student (MASt3R).
-    """
-    if kind not in KINDS:
-        raise ValueError(f"teacher kind must be one of {KINDS}, got {kind!r}")
-    mask = mask.bool() & torch.isfinite(points_or_depth).reshape(*mask.shape, -1).all(-1)
-    if points_or_depth.dim() == mask.dim():  # depth / disparity B,H,W
-        d = torch.where(mask, points_or_depth, torch.zeros_like(points_or_depth))
-        if is_disparity:
-            peak = d.flatten(1).amax(dim=1).view(-1, 1, 1)
-            mask = mask & (d > min_disparity * peak)
-            d = torch.where(mask, 1.0 / d.clamp_min(1e-12), torch.zeros_like(d))
-        mask = mask & (d > 0)
-        if K is None:
-            raise ValueError("normalize_teacher_target needs intrinsics K to turn depth into points")
-        from tune3d.geometry import depth_to_pointmap
-
-        Kb = K.to(d).expand(d.shape[0], 3, 3) if K.dim() == 2 else K.to(d)
-        pts = depth_to_pointmap(d, Kb)
-    else:
-        pts = points_or_depth
-        if kind == "affine_invariant":
-            Kb = None if K is None else (K.expand(pts.shape[0], 3, 3) if K.dim() == 2 else K)
-            shift = recover_z_shift(pts, mask, Kb)
-            pts = pts.clone()
-            pts[..., 2] = pts[..., 2] + shift.view(-1, 1, 1)
-            mask = mask & (pts[..., 2] > 0)
-    pts = torch.where(mask.unsqueeze(-1), pts, torch.zeros_like(pts))
-    if normalize:
-        pts, _ = avg_dis_normalize(pts, mask, True)
-    return pts, mask

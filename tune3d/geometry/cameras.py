@@ -92,6 +92,15 @@ def pixel_grid(height: int, width: int, dtype: torch.dtype = torch.float32, devi
     return torch.stack([u, v], dim=-1)
 
 
+def pixel_rays(height: int, width: int, K: Tensor) -> tuple[Tensor, Tensor]:
+    """Normalised image coordinates ``((u - cx) / fx, (v - cy) / fy)`` at pixel centres, ``B,H,W`` each, for
+    intrinsics ``K`` ``B,3,3`` (in ``K``'s dtype and device)."""
+    uv = pixel_grid(height, width, dtype=K.dtype, device=K.device)
+    fx, fy = K[:, 0, 0, None, None], K[:, 1, 1, None, None]
+    cx, cy = K[:, 0, 2, None, None], K[:, 1, 2, None, None]
+    return (uv[..., 0] - cx) / fx, (uv[..., 1] - cy) / fy
+
+
 def project(points_cam: Tensor, K: Tensor, eps: float = 1e-8) -> tuple[Tensor, Tensor]:
     """Project camera points (..., N, 3) with K (..., 3, 3) -> pixels (..., N, 2) and depth z (..., N)."""
     z = points_cam[..., 2]

@@ -1,4 +1,4 @@
-"""Camera pose helpers: relative poses, angular errors, pose and focal from pointmaps."""
+"""Camera pose helpers: relative poses, angular errors, pose, focal and z-shift from pointmaps."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from tune3d.geometry.align import umeyama_sim3
-from tune3d.geometry.cameras import invert_rigid, pixel_grid
+from tune3d.geometry.cameras import invert_rigid, pixel_grid, pixel_rays
 
 
 def relative_pose(c2w_i: Tensor, c2w_j: Tensor) -> Tensor:
@@ -171,3 +171,35 @@ def estimate_focal_from_pointmap(
             f = solve(w / res.clamp_min(1e-8))
     f = torch.where(w.sum(1) > 0, f, torch.full_like(f, math.nan))
     return f.to(pts_cam.dtype)
+
+
+def recover_z_shift(points: Tensor, mask: Tensor, K: Tensor | None = None) -> Tensor:
+    """Z-shift ``s`` (``B,``) that makes an affine-invariant pointmap projective: ``(x, y) ≈ (ũ, ṽ)·(z + s)``.
+
+    ``points``: ``B,H,W,3``; ``K``: ``B,3,3`` pixel intrinsics. With ``K`` the shift is the closed-form least
+    squares solution of ``x − ũ(z + s) = 0``, ``y − ṽ(z + s) = 0`` over valid pixels. Without ``K`` an unknown
+    shared focal ``f`` (principal point at the image centre) is solved jointly from the bilinear-free form
+    ``f·x − u'(z + s) = 0`` (2x2 normal equations). This is the algebraic (cross-multiplied) residual, not
+    MoGe's reprojection-error solve, which weights pixels differently; MoGe's own ``infer`` does that solve.
+    """
+    B, H, W, _ = points.shape
+    P = points.double()
+    m = mask.to(P.dtype)
+    x, y, z = P.unbind(-1)
+    if K is not None:
+        ut, vt = pixel_rays(H, W, K.double().to(P.device).expand(B, 3, 3))
+        num = (m * (ut * (x - ut * z) + vt * (y - vt * z))).sum(dim=(1, 2))
+        den = (m * (ut * ut + vt * vt)).sum(dim=(1, 2)).clamp_min(1e-12)
+        return (num / den).to(points.dtype)
+    uv = pixel_grid(H, W, dtype=P.dtype, device=P.device)
+    u, v = uv[..., 0] - W / 2, uv[..., 1] - H / 2
+    # Unknowns theta = (f, s); rows: [x, -u] theta = u z and [y, -v] theta = v z.
+    a11 = (m * (x * x + y * y)).sum(dim=(1, 2))
+    a12 = -(m * (x * u + y * v)).sum(dim=(1, 2))
+    a22 = (m * (u * u + v * v)).expand(B, H, W).sum(dim=(1, 2))
+    b1 = (m * (x * u * z + y * v * z)).sum(dim=(1, 2))
+    b2 = -(m * (u * u * z + v * v * z)).sum(dim=(1, 2))
+    A = torch.stack([torch.stack([a11, a12], -1), torch.stack([a12, a22], -1)], -2)
+    b = torch.stack([b1, b2], -1)
+    theta = torch.linalg.solve(A + 1e-12 * torch.eye(2, dtype=P.dtype, device=P.device), b)
+    return theta[:, 1].to(points.dtype)
