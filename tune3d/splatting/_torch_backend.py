@@ -33,6 +33,9 @@ MAX_ALPHA = 0.999
 TRANSMITTANCE_EPS = 1e-4
 # Elements of the [tiles, pixels, gaussians] work tensor per chunk (about 16 MiB per float32 intermediate).
 DEFAULT_CHUNK_ELEMENTS = 1 << 22
+# Fastest measured tile edge on CPU (benchmarks/bench_rasterize.py --tile-sizes): 8x8 tiles pad each tile's
+# list to far fewer pixels than 16x16, while 4x4 tiles multiply the tile lists to sort and gather.
+DEFAULT_TILE_SIZE = 8
 
 
 def quat_scale_to_covar(quats: Tensor, scales: Tensor) -> Tensor:
@@ -137,14 +140,45 @@ def project_gaussians(
 
 
 @torch.no_grad()
+def _min_sigma_over_boxes(d_lo: Tensor, d_hi: Tensor, conics: Tensor) -> Tensor:
+    """Minimum of ``sigma(d) = 0.5 (a dx^2 + c dy^2) + b dx dy`` over boxes ``d_lo <= d <= d_hi`` ``[M,2]``.
+
+    ``conics [M,3]`` = ``(a, b, c)`` positive definite. Zero when the box holds the origin, else the minimum
+    over the four edges (on an edge the quadratic is 1D; its minimiser is clamped into the edge).
+    """
+    a, b, c = conics.unbind(-1)
+    inside = ((d_lo <= 0) & (d_hi >= 0)).all(-1)
+    best = torch.full_like(a, math.inf)
+    for x in (d_lo[:, 0], d_hi[:, 0]):  # vertical edges: minimise over dy
+        y = torch.minimum(torch.maximum(-b * x / c, d_lo[:, 1]), d_hi[:, 1])
+        best = torch.minimum(best, 0.5 * (a * x * x + c * y * y) + b * x * y)
+    for y in (d_lo[:, 1], d_hi[:, 1]):  # horizontal edges: minimise over dx
+        x = torch.minimum(torch.maximum(-b * y / a, d_lo[:, 0]), d_hi[:, 0])
+        best = torch.minimum(best, 0.5 * (a * x * x + c * y * y) + b * x * y)
+    return torch.where(inside, torch.zeros_like(best), best)
+
+
+@torch.no_grad()
 def isect_tiles(
-    means2d: Tensor, radii: Tensor, depths: Tensor, tile_size: int, tile_width: int, tile_height: int
+    means2d: Tensor,
+    radii: Tensor,
+    depths: Tensor,
+    tile_size: int,
+    tile_width: int,
+    tile_height: int,
+    conics: Tensor | None = None,
+    opacities: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Tile/Gaussian intersections like gsplat's ``isect_tiles`` + ``isect_offset_encode`` (unpacked).
 
     Returns ``tiles_per_gauss [C,N]``, ``flatten_ids [M]`` (indices into the flattened ``[C*N]`` arrays,
     sorted by camera, tile and then depth, ties by index) and ``isect_offsets [C,tile_height,tile_width]``
     (start of each tile's range in ``flatten_ids``).
+
+    With ``conics [C,N,3]`` and ``opacities [C,N]`` the bounding-box candidates are filtered further: a tile
+    is kept only if the ellipse ``alpha >= 1/255`` (``sigma <= log(255 o)``) reaches the box spanned by its
+    pixel centres, so an elongated or faint Gaussian is not listed in tiles its box merely grazes. Pixels
+    outside that ellipse are skipped by the compositing anyway, so the image is unchanged.
     """
     C, N = depths.shape
     device = depths.device
@@ -162,12 +196,24 @@ def isect_tiles(
 
     flat_counts = counts.reshape(-1)
     total = int(flat_counts.sum())
-    gid = torch.repeat_interleave(torch.arange(C * N, device=device), flat_counts)
+    gid = torch.repeat_interleave(torch.arange(C * N, device=device), flat_counts, output_size=total)
     starts = torch.cumsum(flat_counts, 0) - flat_counts
     k = torch.arange(total, device=device) - starts[gid]
     lo_f, span_f = lo.reshape(-1, 2)[gid], span.reshape(-1, 2)[gid]
     tx = lo_f[:, 0] + k % span_f[:, 0].clamp_min(1)
     ty = lo_f[:, 1] + k // span_f[:, 0].clamp_min(1)
+
+    if conics is not None and opacities is not None:
+        txy_i = torch.stack([tx, ty], dim=-1).to(means2d.dtype) * tile_size
+        mu = means2d.reshape(-1, 2)[gid]
+        min_sigma = _min_sigma_over_boxes(
+            txy_i + 0.5 - mu, txy_i + (tile_size - 0.5) - mu, conics.reshape(-1, 3)[gid]
+        )
+        # alpha >= 1/255  <=>  sigma <= log(255 o); the margin keeps pairs that rounding puts on the edge
+        s_max = torch.log(opacities.reshape(-1)[gid].clamp_min(1e-30) / ALPHA_THRESHOLD)
+        keep = min_sigma <= s_max * (1 + 1e-3) + 1e-3
+        gid, tx, ty = gid[keep], tx[keep], ty[keep]
+        counts = torch.bincount(gid, minlength=C * N).reshape(C, N)
     cam = gid // N
     tile_ids = cam * n_tiles + ty * tile_width + tx
 
@@ -324,7 +370,7 @@ def rasterization_torch(
     radius_clip: float = 0.0,
     eps2d: float = 0.3,
     sh_degree: int | None = None,
-    tile_size: int = 16,
+    tile_size: int | None = None,
     backgrounds: Tensor | None = None,
     render_mode: str = "RGB",
     rasterize_mode: str = "classic",
@@ -335,9 +381,13 @@ def rasterization_torch(
 
     ``geo_channels`` (torch backend only): indices of the rendered channels (before the depth channel is
     appended; the depth channel always counts as geometry) whose loss may move the geometry; the other
-    channels' gradients reach only their colours. ``None`` = all channels.
+    channels' gradients reach only their colours. ``None`` = all channels. ``tile_size`` None =
+    :data:`DEFAULT_TILE_SIZE`.
     """
     C, N = viewmats.shape[0], means.shape[0]
+    tile_size = DEFAULT_TILE_SIZE if tile_size is None else int(tile_size)
+    if tile_size <= 0:
+        raise ValueError(f"tile_size must be positive, got {tile_size}")
     radii, means2d, depths, conics, comps = project_gaussians(
         means,
         quats,
@@ -380,7 +430,14 @@ def rasterization_torch(
     tile_width = math.ceil(width / tile_size)
     tile_height = math.ceil(height / tile_size)
     tiles_per_gauss, flatten_ids, isect_offsets = isect_tiles(
-        means2d.detach(), radii, depths.detach(), tile_size, tile_width, tile_height
+        means2d.detach(),
+        radii,
+        depths.detach(),
+        tile_size,
+        tile_width,
+        tile_height,
+        conics=conics.detach(),
+        opacities=opac.detach(),
     )
     render_colors, render_alphas = rasterize_to_pixels(
         means2d,
