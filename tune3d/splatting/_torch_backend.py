@@ -12,8 +12,11 @@ Pipeline, mirroring gsplat 1.5 (``packed=False``):
    ``sigma < 0`` / ``alpha < 1/255``, and composite front to back with a cumulative product; a Gaussian is
    included only while the transmittance *after* it stays above 1e-4 (gsplat's exclusive stop).
 
-Cost is proportional to the pixel-Gaussian overlaps (tile lists), not to ``pixels x N``. With autograd on and
-more than one chunk, each chunk runs under activation checkpointing, so memory is one chunk's intermediates.
+Cost is proportional to the padded (pixel, Gaussian) pairs of the tile lists, so the tile lists are cut to
+the tiles each Gaussian's ``alpha >= 1/255`` ellipse actually reaches, and the default tile is 8x8. The
+compositing has a hand-written backward (:class:`_Composite`, gsplat's back-to-front recurrence), so nothing
+is recomputed; ``compositing="autograd"`` keeps the plain-autograd version (chunks under activation
+checkpointing) as the test oracle.
 """
 
 from __future__ import annotations
@@ -239,7 +242,7 @@ def _composite_chunk(
     pix: Tensor,
     geo_channels: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
-    """Composite one chunk of tiles.
+    """Composite one chunk of tiles with plain autograd (the ``compositing="autograd"`` oracle).
 
     ``means2d [CN,2]``, ``conics [CN,3]``, ``opacities [CN]``, ``colors [CN,X]`` are flattened per camera;
     ``gids [T,K]`` each tile's depth-sorted list (padded, ``slot_ok`` marks real entries); ``pix [T,P,2]``
@@ -273,6 +276,81 @@ def _composite_chunk(
     return out, T_final
 
 
+class _Composite(torch.autograd.Function):
+    """Front-to-back compositing of a chunk of tiles with gsplat's analytic backward.
+
+    Inputs: ``coef [T,6,K]`` (per tile list entry, the quadratic ``sigma(q) = coef . (1, qx, qy, qx^2, qx qy,
+    qy^2)`` in tile-local pixel coordinates ``q``), ``opa [T,K]`` (0 on padding slots), values ``V [T,K,Xv]``
+    and ``nphi [P,6]`` (minus the monomials at the tile's pixel centres). Output ``Y [T,P,Xv] = W V`` with
+    weights ``w_i = a_i prod_{j<i} (1 - a_j)`` and ``a = min(0.999, o exp(-sigma))`` under gsplat's skip
+    (``sigma < 0`` or ``a < 1/255``) and stop (transmittance after the Gaussian ``<= 1e-4``) rules.
+
+    Backward (no recomputation of the forward): with ``g = dL/dW = G V^T``,
+    ``dL/da_i = T_i g_i - (sum_{j>i} w_j g_j) / (1 - a_i)`` (the suffix sum is gsplat's back-to-front
+    recurrence, here a reversed cumulative sum), then ``dL/dsigma = -a dL/da`` and ``dL/do = a dL/da / o``
+    where ``a`` is not clamped; the sums over a tile's pixels are one matmul with the monomials.
+    ``geo`` (optional channel indices of ``V``): only these channels' gradients reach the weights.
+    """
+
+    @staticmethod
+    def forward(ctx, coef: Tensor, opa: Tensor, V: Tensor, nphi: Tensor, geo: Tensor | None) -> Tensor:
+        nsig = torch.matmul(nphi, coef)  # [T,P,K] = -sigma
+        alpha = torch.exp(nsig).mul_(opa[:, None, :]).clamp_max_(MAX_ALPHA)
+        alpha.masked_fill_((alpha < ALPHA_THRESHOLD) | (nsig > 0), 0.0)
+        T_incl = torch.cumprod(1.0 - alpha, dim=-1)
+        # Transmittance is non-increasing, so "stop before the first Gaussian whose next T <= 1e-4" is a mask.
+        alpha.masked_fill_(T_incl <= TRANSMITTANCE_EPS, 0.0)
+        T_excl = torch.cat([torch.ones_like(T_incl[..., :1]), T_incl[..., :-1]], dim=-1)
+        Y = torch.bmm(alpha * T_excl, V)
+        ctx.save_for_backward(alpha, T_excl, opa, V, nphi, geo)
+        return Y
+
+    @staticmethod
+    def backward(ctx, G: Tensor):
+        alpha, T_excl, opa, V, nphi, geo = ctx.saved_tensors
+        need_coef, need_opa, need_v = ctx.needs_input_grad[:3]
+        W = alpha * T_excl
+        dV = torch.bmm(W.transpose(1, 2), G) if need_v else None
+        dcoef = dopa = None
+        if need_coef or need_opa:
+            Gg, Vg = (G, V) if geo is None else (G[..., geo], V[..., geo])
+            g = torch.bmm(Gg, Vg.transpose(1, 2))  # dL/dw [T,P,K]
+            wg = W.mul_(g)
+            suffix = torch.cumsum(wg, dim=-1)
+            suffix = suffix[..., -1:] - suffix  # sum over j > i of w_j g_j
+            da = g.mul_(T_excl).sub_(suffix.div_(1.0 - alpha))
+            # clamped (0.999) and skipped (0) alphas do not depend on the inputs
+            u = da.mul_(torch.where(alpha < MAX_ALPHA, alpha, 0.0))  # dL/d(-sigma) = o exp(-sigma) dL/da
+            dcoef = torch.matmul(nphi.transpose(0, 1), u)  # [T,6,K]
+            if need_opa:
+                dopa = torch.where(opa > 0, -dcoef[:, 0] / opa.clamp_min(1e-30), 0.0)
+        return dcoef, dopa, dV, None, None
+
+
+def _tile_monomials(tile_size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Minus the monomials ``(1, qx, qy, qx^2, qx qy, qy^2)`` ``[P,6]`` at pixel centres (tile-centred)."""
+    lp = torch.arange(tile_size * tile_size, device=device)
+    q = torch.stack([lp % tile_size, lp // tile_size], dim=-1).to(dtype) + 0.5 - 0.5 * tile_size
+    qx, qy = q.unbind(-1)
+    return -torch.stack([torch.ones_like(qx), qx, qy, qx * qx, qx * qy, qy * qy], dim=-1)
+
+
+def _sigma_coefficients(mu: Tensor, con: Tensor, centre: Tensor) -> Tensor:
+    """``[T,6,K]`` coefficients of ``sigma`` in the monomials of :func:`_tile_monomials`.
+
+    ``mu [T,K,2]`` means, ``con [T,K,3]`` conics, ``centre [T,2]`` tile centres (pixels). Local coordinates
+    keep the expanded quadratic's terms small, so float32 cancellation stays at float noise.
+    """
+    m = mu - centre[:, None, :]
+    mx, my = m.unbind(-1)
+    a, b, c = con.unbind(-1)
+    ha, hc = 0.5 * a, 0.5 * c
+    lin_x = a * mx + b * my
+    lin_y = b * mx + c * my
+    const = ha * mx * mx + b * mx * my + hc * my * my
+    return torch.stack([const, -lin_x, -lin_y, ha, b, hc], dim=1)
+
+
 def rasterize_to_pixels(
     means2d: Tensor,
     conics: Tensor,
@@ -286,8 +364,15 @@ def rasterize_to_pixels(
     backgrounds: Tensor | None = None,
     geo_channels: Tensor | None = None,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    compositing: str = "analytic",
 ) -> tuple[Tensor, Tensor]:
-    """Composite ``[C,N,...]`` projected Gaussians into ``[C,H,W,X]`` colours and ``[C,H,W,1]`` alphas."""
+    """Composite ``[C,N,...]`` projected Gaussians into ``[C,H,W,X]`` colours and ``[C,H,W,1]`` alphas.
+
+    ``compositing``: ``"analytic"`` (default; :class:`_Composite`, hand-written backward, nothing
+    recomputed) or ``"autograd"`` (plain autograd, chunks under activation checkpointing; the test oracle).
+    """
+    if compositing not in ("analytic", "autograd"):
+        raise ValueError(f"compositing must be 'analytic' or 'autograd', got {compositing!r}")
     C, N = opacities.shape
     X = colors.shape[-1]
     device, dtype = means2d.device, means2d.dtype
@@ -297,17 +382,23 @@ def rasterize_to_pixels(
     offsets = isect_offsets.reshape(-1).long()
     counts = torch.diff(offsets, append=torch.tensor([M], device=device))
     P = tile_size * tile_size
+    analytic = compositing == "analytic"
 
     m2 = means2d.reshape(C * N, 2)
     con = conics.reshape(C * N, 3)
     opa = opacities.reshape(C * N)
     col = colors.reshape(C * N, X)
-    # Padding slots point at a dummy row so the gathers need no bounds checks.
+    if analytic:  # a ones column: its composite is the alpha (1 - final transmittance)
+        col = torch.cat([col, col.new_ones(C * N, 1)], dim=-1)
+    # Padding slots point at a dummy row (opacity 0: never visible) so the gathers need no bounds checks.
     m2 = torch.cat([m2, m2.new_zeros(1, 2)])
     con = torch.cat([con, con.new_zeros(1, 3)])
     opa = torch.cat([opa, opa.new_zeros(1)])
-    col = torch.cat([col, col.new_zeros(1, X)])
+    col = torch.cat([col, col.new_zeros(1, col.shape[-1])])
     fids = torch.cat([flatten_ids, flatten_ids.new_full((1,), C * N)])
+    geo = None
+    if analytic and geo_channels is not None:
+        geo = torch.cat([geo_channels.to(device), torch.tensor([X], device=device)])
 
     # Group tiles of similar list length so the padding to the chunk maximum wastes little work.
     order = torch.argsort(counts, descending=True, stable=True)
@@ -317,22 +408,29 @@ def rasterize_to_pixels(
     while i < n_tiles:
         kmax = max(sorted_counts[i], 1)
         n = max(1, min(n_tiles - i, chunk_elements // (P * kmax)))
-        chunks.append((i, i + n, sorted_counts[i]))
+        chunks.append((i, i + n, kmax))
         i += n
 
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (m2, con, opa, col))
     lp = torch.arange(P, device=device)
     px_in_tile = torch.stack([lp % tile_size, lp // tile_size], dim=-1).to(dtype) + 0.5  # [P,2]
+    nphi = _tile_monomials(tile_size, device, dtype)
     outs, Ts = [], []
     for s, e, kmax in chunks:
         tids = order[s:e]
         local = tids % (tile_height * tile_width)
         origin = torch.stack([local % tile_width, local // tile_width], dim=-1).to(dtype) * tile_size
-        pix = origin[:, None, :] + px_in_tile[None]  # [T,P,2]
         slot = torch.arange(kmax, device=device)
         slot_ok = slot[None] < counts[tids][:, None]
         idx = torch.where(slot_ok, offsets[tids][:, None] + slot[None], M)
         gids = fids[idx]
+        if analytic:
+            coef = _sigma_coefficients(m2[gids], con[gids], origin + 0.5 * tile_size)
+            Y = _Composite.apply(coef, opa[gids], col[gids], nphi, geo)
+            outs.append(Y[..., :X])
+            Ts.append(1.0 - Y[..., X])
+            continue
+        pix = origin[:, None, :] + px_in_tile[None]  # [T,P,2]
         args = (m2, con, opa, col, gids, slot_ok, pix, geo_channels)
         if needs_grad and len(chunks) > 1:
             out, T = checkpoint(_composite_chunk, *args, use_reentrant=False)
@@ -376,13 +474,14 @@ def rasterization_torch(
     rasterize_mode: str = "classic",
     geo_channels: Tensor | None = None,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    compositing: str = "analytic",
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """gsplat ``rasterization(..., packed=False)`` in pure torch; see :func:`tune3d.splatting.rasterize`.
 
     ``geo_channels`` (torch backend only): indices of the rendered channels (before the depth channel is
     appended; the depth channel always counts as geometry) whose loss may move the geometry; the other
     channels' gradients reach only their colours. ``None`` = all channels. ``tile_size`` None =
-    :data:`DEFAULT_TILE_SIZE`.
+    :data:`DEFAULT_TILE_SIZE`. ``compositing``: see :func:`rasterize_to_pixels`.
     """
     C, N = viewmats.shape[0], means.shape[0]
     tile_size = DEFAULT_TILE_SIZE if tile_size is None else int(tile_size)
@@ -452,6 +551,7 @@ def rasterization_torch(
         backgrounds=backgrounds,
         geo_channels=geo_channels,
         chunk_elements=chunk_elements,
+        compositing=compositing,
     )
     if render_mode in ("ED", "RGB+ED"):
         render_colors = torch.cat(
