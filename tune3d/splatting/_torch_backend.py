@@ -21,6 +21,7 @@ checkpointing) as the test oracle.
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Any
 
@@ -39,6 +40,8 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 22
 # Fastest measured tile edge on CPU (benchmarks/bench_rasterize.py --tile-sizes): 8x8 tiles pad each tile's
 # list to far fewer pixels than 16x16, while 4x4 tiles multiply the tile lists to sort and gather.
 DEFAULT_TILE_SIZE = 8
+# A chunk of tiles only takes tiles whose list is at least this share of its longest (padding waste <= 25%).
+CHUNK_FILL = 0.75
 
 
 def quat_scale_to_covar(quats: Tensor, scales: Tensor) -> Tensor:
@@ -294,12 +297,17 @@ class _Composite(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, coef: Tensor, opa: Tensor, V: Tensor, nphi: Tensor, geo: Tensor | None) -> Tensor:
+        # In-place ops and thresholds instead of boolean masks: masked_fill / where are many times slower
+        # than arithmetic on CPU, and these [T,P,K] tensors are the whole cost.
         nsig = torch.matmul(nphi, coef)  # [T,P,K] = -sigma
-        alpha = torch.exp(nsig).mul_(opa[:, None, :]).clamp_max_(MAX_ALPHA)
-        alpha.masked_fill_((alpha < ALPHA_THRESHOLD) | (nsig > 0), 0.0)
+        # sigma < 0 only arises from rounding at a Gaussian's centre: count it as 0 rather than skip the pair
+        alpha = nsig.clamp_max_(0.0).exp_().mul_(opa[:, None, :]).clamp_max_(MAX_ALPHA)
+        F.threshold_(alpha, _below(ALPHA_THRESHOLD, alpha.dtype), 0.0)  # alpha < 1/255 -> skipped
         T_incl = torch.cumprod(1.0 - alpha, dim=-1)
-        # Transmittance is non-increasing, so "stop before the first Gaussian whose next T <= 1e-4" is a mask.
-        alpha.masked_fill_(T_incl <= TRANSMITTANCE_EPS, 0.0)
+        # Transmittance is non-increasing, so "stop before the first Gaussian whose next T <= 1e-4" is a mask:
+        # 1 where T_incl > 1e-4 (then T_incl * 2e4 > 1), else 0.
+        keep = F.threshold(T_incl, TRANSMITTANCE_EPS, 0.0).mul_(2.0 / TRANSMITTANCE_EPS).clamp_max_(1.0)
+        alpha.mul_(keep)
         T_excl = torch.cat([torch.ones_like(T_incl[..., :1]), T_incl[..., :-1]], dim=-1)
         Y = torch.bmm(alpha * T_excl, V)
         ctx.save_for_backward(alpha, T_excl, opa, V, nphi, geo)
@@ -315,16 +323,22 @@ class _Composite(torch.autograd.Function):
         if need_coef or need_opa:
             Gg, Vg = (G, V) if geo is None else (G[..., geo], V[..., geo])
             g = torch.bmm(Gg, Vg.transpose(1, 2))  # dL/dw [T,P,K]
-            wg = W.mul_(g)
-            suffix = torch.cumsum(wg, dim=-1)
-            suffix = suffix[..., -1:] - suffix  # sum over j > i of w_j g_j
+            prefix = torch.cumsum(W.mul_(g), dim=-1)
+            suffix = prefix[..., -1:].clone()
+            suffix = prefix.neg_().add_(suffix)  # total - prefix: sum over j > i of w_j g_j
             da = g.mul_(T_excl).sub_(suffix.div_(1.0 - alpha))
-            # clamped (0.999) and skipped (0) alphas do not depend on the inputs
-            u = da.mul_(torch.where(alpha < MAX_ALPHA, alpha, 0.0))  # dL/d(-sigma) = o exp(-sigma) dL/da
-            dcoef = torch.matmul(nphi.transpose(0, 1), u)  # [T,6,K]
-            if need_opa:
+            # clamped (0.999) and skipped (0) alphas do not depend on the inputs; elsewhere -o exp(-sigma)
+            neg_a = F.threshold(alpha.neg(), -MAX_ALPHA, 0.0)
+            u_neg = da.mul_(neg_a)  # -dL/d(-sigma)
+            dcoef = torch.matmul(-nphi.transpose(0, 1), u_neg)  # [T,6,K] = dL/dcoef
+            if need_opa:  # dL/do = sum_p dL/d(-sigma) / o; the constant monomial's row is minus that sum
                 dopa = torch.where(opa > 0, -dcoef[:, 0] / opa.clamp_min(1e-30), 0.0)
         return dcoef, dopa, dV, None, None
+
+
+def _below(x: float, dtype: torch.dtype) -> float:
+    """The largest ``dtype`` value below ``x``: ``threshold(t, _below(x))`` keeps exactly ``t >= x``."""
+    return torch.nextafter(torch.tensor(x, dtype=dtype), torch.tensor(-math.inf, dtype=dtype)).item()
 
 
 def _tile_monomials(tile_size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -349,6 +363,23 @@ def _sigma_coefficients(mu: Tensor, con: Tensor, centre: Tensor) -> Tensor:
     lin_y = b * mx + c * my
     const = ha * mx * mx + b * mx * my + hc * my * my
     return torch.stack([const, -lin_x, -lin_y, ha, b, hc], dim=1)
+
+
+def plan_chunks(sorted_counts: list[int], pixels: int, chunk_elements: int) -> list[tuple[int, int, int]]:
+    """Split tiles sorted by descending list length into ``(start, end, kmax)`` chunks.
+
+    A chunk holds at most ``chunk_elements`` padded pairs and only tiles whose list is at least
+    :data:`CHUNK_FILL` of its longest, so padding every list to the chunk's longest wastes little work.
+    """
+    neg = [-c for c in sorted_counts]  # ascending, for bisect
+    chunks, i, n_tiles = [], 0, len(sorted_counts)
+    while i < n_tiles:
+        kmax = max(sorted_counts[i], 1)
+        similar = bisect.bisect_right(neg, -math.ceil(CHUNK_FILL * sorted_counts[i]))
+        n = max(1, min(similar - i, n_tiles - i, chunk_elements // (pixels * kmax)))
+        chunks.append((i, i + n, kmax))
+        i += n
+    return chunks
 
 
 def rasterize_to_pixels(
@@ -400,16 +431,8 @@ def rasterize_to_pixels(
     if analytic and geo_channels is not None:
         geo = torch.cat([geo_channels.to(device), torch.tensor([X], device=device)])
 
-    # Group tiles of similar list length so the padding to the chunk maximum wastes little work.
     order = torch.argsort(counts, descending=True, stable=True)
-    sorted_counts = counts[order].tolist()
-    chunks: list[tuple[int, int, int]] = []
-    i = 0
-    while i < n_tiles:
-        kmax = max(sorted_counts[i], 1)
-        n = max(1, min(n_tiles - i, chunk_elements // (P * kmax)))
-        chunks.append((i, i + n, kmax))
-        i += n
+    chunks = plan_chunks(counts[order].tolist(), P, chunk_elements)
 
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (m2, con, opa, col))
     lp = torch.arange(P, device=device)
