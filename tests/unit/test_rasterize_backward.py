@@ -103,3 +103,22 @@ def test_composite_gradcheck(geo):
         torch.testing.assert_close(inputs[1].grad, ref_geo[1].grad)
         torch.testing.assert_close(inputs[2].grad, ref_all[2].grad)
         assert not torch.allclose(inputs[0].grad, ref_all[0].grad)
+
+
+def test_lists_are_cut_where_the_tile_saturates():
+    """After a near-opaque Gaussian covering a whole 4x4 tile, a second one would take every pixel's
+    transmittance to <= 1e-4 (gsplat's stop), so only the first entry is ever composited."""
+    from tune3d.splatting._torch_backend import _saturated_length
+
+    dt = torch.float64
+    mu = torch.zeros(2, 4, 2, dtype=dt)  # at the tile centre
+    con = torch.tensor([1e-3, 0.0, 1e-3], dtype=dt).expand(2, 4, 3)  # wide: alpha ~ o at every pixel
+    coef = _sigma_coefficients(mu, con, torch.zeros(2, 2, dtype=dt))
+    opa = torch.tensor([[0.999, 0.999, 0.5, 0.5], [0.999, 0.5, 0.5, 0.0]], dtype=dt)
+    nphi = _tile_monomials(4, torch.device("cpu"), dt)
+    assert _saturated_length(coef, opa, nphi).tolist() == [1, 4]
+    # and the cut changes nothing: compositing the cut list equals compositing the full one
+    V = torch.rand(2, 4, 3, dtype=dt)
+    full = _Composite.apply(coef, opa, V, nphi, None)
+    cut = _Composite.apply(coef[..., :1], opa[:, :1], V[:, :1], nphi, None)
+    torch.testing.assert_close(full[0], cut[0], rtol=0, atol=0)

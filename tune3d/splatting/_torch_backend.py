@@ -13,7 +13,8 @@ Pipeline, mirroring gsplat 1.5 (``packed=False``):
    included only while the transmittance *after* it stays above 1e-4 (gsplat's exclusive stop).
 
 Cost is proportional to the padded (pixel, Gaussian) pairs of the tile lists, so the tile lists are cut to
-the tiles each Gaussian's ``alpha >= 1/255`` ellipse actually reaches, and the default tile is 8x8. The
+the tiles each Gaussian's ``alpha >= 1/255`` ellipse actually reaches, the default tile is 8x8, and a cheap
+no-grad pass cuts each tile's list where all its pixels have reached the transmittance stop. The
 compositing has a hand-written backward (:class:`_Composite`, gsplat's back-to-front recurrence), so nothing
 is recomputed; ``compositing="autograd"`` keeps the plain-autograd version (chunks under activation
 checkpointing) as the test oracle.
@@ -382,6 +383,40 @@ def plan_chunks(sorted_counts: list[int], pixels: int, chunk_elements: int) -> l
     return chunks
 
 
+def _chunk_lists(
+    tids: Tensor,
+    kmax: int,
+    counts: Tensor,
+    offsets: Tensor,
+    fids: Tensor,
+    pad: int,
+    tile_size: int,
+    tile_width: int,
+    tile_height: int,
+    dtype: torch.dtype,
+) -> tuple[Tensor, Tensor]:
+    """Padded Gaussian lists ``gids [T,kmax]`` (slot ``pad``: the dummy row) and tile centres ``[T,2]``."""
+    local = tids % (tile_height * tile_width)
+    centre = torch.stack([local % tile_width, local // tile_width], dim=-1).to(dtype) * tile_size
+    centre = centre + 0.5 * tile_size
+    slot = torch.arange(kmax, device=tids.device)
+    idx = torch.where(slot[None] < counts[tids][:, None], offsets[tids][:, None] + slot[None], pad)
+    return fids[idx], centre
+
+
+@torch.no_grad()
+def _saturated_length(coef: Tensor, opa: Tensor, nphi: Tensor) -> Tensor:
+    """Per tile ``[T]``: list entries up to the one where every pixel's transmittance has fallen to the stop.
+
+    Entries after it get weight 0 at every pixel of the tile (gsplat's stop), so cutting them changes
+    nothing. The cut uses half the stop threshold, so rounding can never cut an entry the compositing uses.
+    """
+    alpha = torch.matmul(nphi, coef).clamp_max_(0.0).exp_().mul_(opa[:, None, :]).clamp_max_(MAX_ALPHA)
+    F.threshold_(alpha, _below(ALPHA_THRESHOLD, alpha.dtype), 0.0)
+    T_incl = torch.cumprod(1.0 - alpha, dim=-1)
+    return (T_incl > 0.5 * TRANSMITTANCE_EPS).sum(-1).amax(-1)
+
+
 def rasterize_to_pixels(
     means2d: Tensor,
     conics: Tensor,
@@ -433,27 +468,36 @@ def rasterize_to_pixels(
 
     order = torch.argsort(counts, descending=True, stable=True)
     chunks = plan_chunks(counts[order].tolist(), P, chunk_elements)
+    nphi = _tile_monomials(tile_size, device, dtype)
+    if analytic:  # cut every tile's list where all its pixels are saturated, then re-plan the chunks
+        with torch.no_grad():
+            for s, e, kmax in chunks:
+                tids = order[s:e]
+                gids, centre = _chunk_lists(
+                    tids, kmax, counts, offsets, fids, M, tile_size, tile_width, tile_height, dtype
+                )
+                coef = _sigma_coefficients(m2[gids], con[gids], centre)
+                counts[tids] = torch.minimum(counts[tids], _saturated_length(coef, opa[gids], nphi))
+        order = torch.argsort(counts, descending=True, stable=True)
+        chunks = plan_chunks(counts[order].tolist(), P, chunk_elements)
 
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (m2, con, opa, col))
     lp = torch.arange(P, device=device)
     px_in_tile = torch.stack([lp % tile_size, lp // tile_size], dim=-1).to(dtype) + 0.5  # [P,2]
-    nphi = _tile_monomials(tile_size, device, dtype)
     outs, Ts = [], []
     for s, e, kmax in chunks:
         tids = order[s:e]
-        local = tids % (tile_height * tile_width)
-        origin = torch.stack([local % tile_width, local // tile_width], dim=-1).to(dtype) * tile_size
-        slot = torch.arange(kmax, device=device)
-        slot_ok = slot[None] < counts[tids][:, None]
-        idx = torch.where(slot_ok, offsets[tids][:, None] + slot[None], M)
-        gids = fids[idx]
+        gids, centre = _chunk_lists(
+            tids, kmax, counts, offsets, fids, M, tile_size, tile_width, tile_height, dtype
+        )
         if analytic:
-            coef = _sigma_coefficients(m2[gids], con[gids], origin + 0.5 * tile_size)
+            coef = _sigma_coefficients(m2[gids], con[gids], centre)
             Y = _Composite.apply(coef, opa[gids], col[gids], nphi, geo)
             outs.append(Y[..., :X])
             Ts.append(1.0 - Y[..., X])
             continue
-        pix = origin[:, None, :] + px_in_tile[None]  # [T,P,2]
+        slot_ok = torch.arange(kmax, device=device)[None] < counts[tids][:, None]
+        pix = (centre - 0.5 * tile_size)[:, None, :] + px_in_tile[None]  # [T,P,2]
         args = (m2, con, opa, col, gids, slot_ok, pix, geo_channels)
         if needs_grad and len(chunks) > 1:
             out, T = checkpoint(_composite_chunk, *args, use_reentrant=False)
