@@ -261,9 +261,10 @@ def _timed(fn, leaves, backward: bool) -> float:
 
 @torch.no_grad()
 def pair_counts(scene, tile_size: int) -> dict[str, int]:
-    """(pixel, Gaussian) pairs: padded (tune3d's tile lists with chunk padding), per-tile lists (tune3d,
-    and gsplat's reference 16x16 boxes), and contributing (alpha >= 1/255 before the transmittance stop)."""
-    from tune3d.splatting._torch_backend import DEFAULT_CHUNK_ELEMENTS, plan_chunks
+    """(pixel, Gaussian) pairs: padded (what tune3d composites: its cut tile lists with chunk padding), its
+    tile lists before and after the saturation cut, gsplat's reference 16x16 box lists, and contributing
+    (alpha >= 1/255 before the transmittance stop). One camera."""
+    from tune3d.splatting._torch_backend import DEFAULT_CHUNK_ELEMENTS, cut_saturated_lists, plan_chunks
 
     means, quats, log_scales, logit_opac, colors, viewmat, K, width, height = scene
     opac = logit_opac.sigmoid()
@@ -274,9 +275,13 @@ def pair_counts(scene, tile_size: int) -> dict[str, int]:
     _, fids, offs = isect_tiles(m2, radii, depths, tile_size, tw, th, con, opac[None].expand_as(depths))
     counts = torch.diff(offs.reshape(-1).long(), append=torch.tensor([fids.numel()]))
     P = tile_size * tile_size
+    # the dummy-row layout of rasterize_to_pixels, then its cut of saturated lists
+    pad_ids = torch.cat([fids, fids.new_full((1,), m2.shape[1])])
+    rows = [torch.cat([t[0], t.new_zeros(1, *t.shape[2:])]) for t in (m2, con, opac[None])]
+    cut = cut_saturated_lists(counts, offs.reshape(-1).long(), pad_ids, *rows, tile_size, tw, th)
     padded = sum(
         (e - s) * P * k
-        for s, e, k in plan_chunks(sorted(counts.tolist(), reverse=True), P, DEFAULT_CHUNK_ELEMENTS)
+        for s, e, k in plan_chunks(sorted(cut.tolist(), reverse=True), P, DEFAULT_CHUNK_ELEMENTS)
     )
     ti = install_reference()
     covars, _ = ti._quat_scale_to_covar_preci(quats, log_scales.exp(), compute_preci=False)
@@ -290,6 +295,7 @@ def pair_counts(scene, tile_size: int) -> dict[str, int]:
     return {
         "tile_size": tile_size,
         "padded_pairs": padded,
+        "tile_list_pairs_after_cut": int(cut.sum()) * P,
         "tile_list_pairs": int(counts.sum()) * P,
         "reference_16px_box_pairs": r_fids.numel() * 256,
         "contributing_pairs": gs.numel(),

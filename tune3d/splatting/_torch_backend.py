@@ -417,6 +417,39 @@ def _saturated_length(coef: Tensor, opa: Tensor, nphi: Tensor) -> Tensor:
     return (T_incl > 0.5 * TRANSMITTANCE_EPS).sum(-1).amax(-1)
 
 
+@torch.no_grad()
+def cut_saturated_lists(
+    counts: Tensor,
+    offsets: Tensor,
+    fids: Tensor,
+    means2d: Tensor,
+    conics: Tensor,
+    opacities: Tensor,
+    tile_size: int,
+    tile_width: int,
+    tile_height: int,
+    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+) -> Tensor:
+    """Per-tile list lengths ``[tiles]`` cut by :func:`_saturated_length` (never longer than ``counts``).
+
+    ``fids [M+1]`` ends with the index of the dummy row (opacity 0) that ``means2d``, ``conics`` and
+    ``opacities`` (flattened ``[CN+1,...]``) carry last.
+    """
+    pad = fids.numel() - 1  # fids[-1] points at the dummy row
+    P = tile_size * tile_size
+    nphi = _tile_monomials(tile_size, means2d.device, means2d.dtype)
+    order = torch.argsort(counts, descending=True, stable=True)
+    counts = counts.clone()
+    for s, e, kmax in plan_chunks(counts[order].tolist(), P, chunk_elements):
+        tids = order[s:e]
+        gids, centre = _chunk_lists(
+            tids, kmax, counts, offsets, fids, pad, tile_size, tile_width, tile_height, means2d.dtype
+        )
+        coef = _sigma_coefficients(means2d[gids], conics[gids], centre)
+        counts[tids] = torch.minimum(counts[tids], _saturated_length(coef, opacities[gids], nphi))
+    return counts
+
+
 def rasterize_to_pixels(
     means2d: Tensor,
     conics: Tensor,
@@ -466,20 +499,14 @@ def rasterize_to_pixels(
     if analytic and geo_channels is not None:
         geo = torch.cat([geo_channels.to(device), torch.tensor([X], device=device)])
 
+    nphi = _tile_monomials(tile_size, device, dtype)
+    if analytic:  # cut every tile's list where all its pixels are saturated
+        geom = (m2.detach(), con.detach(), opa.detach())
+        counts = cut_saturated_lists(
+            counts, offsets, fids, *geom, tile_size, tile_width, tile_height, chunk_elements
+        )
     order = torch.argsort(counts, descending=True, stable=True)
     chunks = plan_chunks(counts[order].tolist(), P, chunk_elements)
-    nphi = _tile_monomials(tile_size, device, dtype)
-    if analytic:  # cut every tile's list where all its pixels are saturated, then re-plan the chunks
-        with torch.no_grad():
-            for s, e, kmax in chunks:
-                tids = order[s:e]
-                gids, centre = _chunk_lists(
-                    tids, kmax, counts, offsets, fids, M, tile_size, tile_width, tile_height, dtype
-                )
-                coef = _sigma_coefficients(m2[gids], con[gids], centre)
-                counts[tids] = torch.minimum(counts[tids], _saturated_length(coef, opa[gids], nphi))
-        order = torch.argsort(counts, descending=True, stable=True)
-        chunks = plan_chunks(counts[order].tolist(), P, chunk_elements)
 
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (m2, con, opa, col))
     lp = torch.arange(P, device=device)
