@@ -404,6 +404,11 @@ def _chunk_lists(
     return fids[idx], centre
 
 
+def _take(t: Tensor, ids: Tensor) -> Tensor:
+    """``t[ids]`` via ``index_select`` (its backward is an ``index_add``, much cheaper than ``index_put``)."""
+    return t.index_select(0, ids.reshape(-1)).reshape(*ids.shape, *t.shape[1:])
+
+
 @torch.no_grad()
 def _saturated_length(coef: Tensor, opa: Tensor, nphi: Tensor) -> Tensor:
     """Per tile ``[T]``: list entries up to the one where every pixel's transmittance has fallen to the stop.
@@ -414,7 +419,8 @@ def _saturated_length(coef: Tensor, opa: Tensor, nphi: Tensor) -> Tensor:
     alpha = torch.matmul(nphi, coef).clamp_max_(0.0).exp_().mul_(opa[:, None, :]).clamp_max_(MAX_ALPHA)
     F.threshold_(alpha, _below(ALPHA_THRESHOLD, alpha.dtype), 0.0)
     T_incl = torch.cumprod(1.0 - alpha, dim=-1)
-    return (T_incl > 0.5 * TRANSMITTANCE_EPS).sum(-1).amax(-1)
+    # T_incl falls along the list at every pixel, so its max over the tile's pixels does too
+    return (T_incl.amax(dim=1) > 0.5 * TRANSMITTANCE_EPS).sum(-1)
 
 
 @torch.no_grad()
@@ -445,8 +451,8 @@ def cut_saturated_lists(
         gids, centre = _chunk_lists(
             tids, kmax, counts, offsets, fids, pad, tile_size, tile_width, tile_height, means2d.dtype
         )
-        coef = _sigma_coefficients(means2d[gids], conics[gids], centre)
-        counts[tids] = torch.minimum(counts[tids], _saturated_length(coef, opacities[gids], nphi))
+        coef = _sigma_coefficients(_take(means2d, gids), _take(conics, gids), centre)
+        counts[tids] = torch.minimum(counts[tids], _saturated_length(coef, _take(opacities, gids), nphi))
     return counts
 
 
@@ -518,8 +524,8 @@ def rasterize_to_pixels(
             tids, kmax, counts, offsets, fids, M, tile_size, tile_width, tile_height, dtype
         )
         if analytic:
-            coef = _sigma_coefficients(m2[gids], con[gids], centre)
-            Y = _Composite.apply(coef, opa[gids], col[gids], nphi, geo)
+            coef = _sigma_coefficients(_take(m2, gids), _take(con, gids), centre)
+            Y = _Composite.apply(coef, _take(opa, gids), _take(col, gids), nphi, geo)
             outs.append(Y[..., :X])
             Ts.append(1.0 - Y[..., X])
             continue
