@@ -9,7 +9,12 @@ import torch
 
 from tune3d.errors import Tune3DError
 from tune3d.splatting import rasterize
-from tune3d.splatting._torch_backend import isect_tiles, project_gaussians, rasterize_to_pixels
+from tune3d.splatting._torch_backend import (
+    DEFAULT_TILE_SIZE,
+    isect_tiles,
+    project_gaussians,
+    rasterize_to_pixels,
+)
 
 
 def _elongated_scene(n: int = 60, seed: int = 0):
@@ -86,7 +91,6 @@ def test_tile_size_changes_nothing_but_speed(ts):
 
 
 def test_default_tile_size_and_lift_config():
-    from tune3d.splatting._torch_backend import DEFAULT_TILE_SIZE
     from tune3d.splatting.lift import LiftConfig
 
     means, quats, scales, opac, colors, viewmats, K = _elongated_scene(n=10)
@@ -97,3 +101,23 @@ def test_default_tile_size_and_lift_config():
         LiftConfig(tile_size=0)
     with pytest.raises(ValueError, match="tile_size"):
         rasterize(means, quats, scales, opac, colors, viewmats, K, 20, 20, tile_size=0, backend="torch")
+
+
+def test_lift_renders_with_the_configured_tile_size():
+    from tune3d.splatting import FeatureGaussians
+    from tune3d.splatting.lift import LiftConfig, View, lift_losses
+
+    g = torch.Generator().manual_seed(0)
+    xyz = torch.rand(200, 3, generator=g) * torch.tensor([2.0, 1.5, 1.0]) + torch.tensor([-1.0, -0.75, 2.5])
+    gs = FeatureGaussians.from_points(
+        xyz, torch.rand(200, 3, generator=g), sh_degree=1, feature_dim=4, feature_width=6
+    )
+    K = torch.tensor([[30.0, 0, 16], [0, 30, 12], [0, 0, 1]])
+    view = View(0, "v", torch.rand(3, 24, 32, generator=g), torch.eye(4), K)
+    target = torch.randn(6, 4, 5, generator=g)
+    losses = {}
+    for ts in (4, None):
+        loss, out = lift_losses(gs, view, target, LiftConfig(sh_degree=1, tile_size=ts), 1, "torch")
+        assert out.info["tile_size"] == (ts or DEFAULT_TILE_SIZE)
+        losses[ts] = loss["total"].item()
+    assert math.isclose(losses[4], losses[None], rel_tol=1e-5)
