@@ -12,12 +12,17 @@ Pipeline, mirroring gsplat 1.5 (``packed=False``):
    ``sigma < 0`` / ``alpha < 1/255``, and composite front to back with a cumulative product; a Gaussian is
    included only while the transmittance *after* it stays above 1e-4 (gsplat's exclusive stop).
 
-Cost is proportional to the pixel-Gaussian overlaps (tile lists), not to ``pixels x N``. With autograd on and
-more than one chunk, each chunk runs under activation checkpointing, so memory is one chunk's intermediates.
+Cost is proportional to the padded (pixel, Gaussian) pairs of the tile lists, so the tile lists are cut to
+the tiles each Gaussian's ``alpha >= 1/255`` ellipse actually reaches, the default tile is 8x8, and a cheap
+no-grad pass cuts each tile's list where all its pixels have reached the transmittance stop. The
+compositing has a hand-written backward (:class:`_Composite`, gsplat's back-to-front recurrence), so nothing
+is recomputed; ``compositing="autograd"`` keeps the plain-autograd version (chunks under activation
+checkpointing) as the test oracle.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Any
 
@@ -33,6 +38,11 @@ MAX_ALPHA = 0.999
 TRANSMITTANCE_EPS = 1e-4
 # Elements of the [tiles, pixels, gaussians] work tensor per chunk (about 16 MiB per float32 intermediate).
 DEFAULT_CHUNK_ELEMENTS = 1 << 22
+# Fastest measured tile edge on CPU (benchmarks/bench_rasterize.py --tile-sizes): 8x8 tiles pad each tile's
+# list to far fewer pixels than 16x16, while 4x4 tiles multiply the tile lists to sort and gather.
+DEFAULT_TILE_SIZE = 8
+# A chunk of tiles only takes tiles whose list is at least this share of its longest (padding waste <= 25%).
+CHUNK_FILL = 0.75
 
 
 def quat_scale_to_covar(quats: Tensor, scales: Tensor) -> Tensor:
@@ -137,14 +147,45 @@ def project_gaussians(
 
 
 @torch.no_grad()
+def _min_sigma_over_boxes(d_lo: Tensor, d_hi: Tensor, conics: Tensor) -> Tensor:
+    """Minimum of ``sigma(d) = 0.5 (a dx^2 + c dy^2) + b dx dy`` over boxes ``d_lo <= d <= d_hi`` ``[M,2]``.
+
+    ``conics [M,3]`` = ``(a, b, c)`` positive definite. Zero when the box holds the origin, else the minimum
+    over the four edges (on an edge the quadratic is 1D; its minimiser is clamped into the edge).
+    """
+    a, b, c = conics.unbind(-1)
+    inside = ((d_lo <= 0) & (d_hi >= 0)).all(-1)
+    best = torch.full_like(a, math.inf)
+    for x in (d_lo[:, 0], d_hi[:, 0]):  # vertical edges: minimise over dy
+        y = torch.minimum(torch.maximum(-b * x / c, d_lo[:, 1]), d_hi[:, 1])
+        best = torch.minimum(best, 0.5 * (a * x * x + c * y * y) + b * x * y)
+    for y in (d_lo[:, 1], d_hi[:, 1]):  # horizontal edges: minimise over dx
+        x = torch.minimum(torch.maximum(-b * y / a, d_lo[:, 0]), d_hi[:, 0])
+        best = torch.minimum(best, 0.5 * (a * x * x + c * y * y) + b * x * y)
+    return torch.where(inside, torch.zeros_like(best), best)
+
+
+@torch.no_grad()
 def isect_tiles(
-    means2d: Tensor, radii: Tensor, depths: Tensor, tile_size: int, tile_width: int, tile_height: int
+    means2d: Tensor,
+    radii: Tensor,
+    depths: Tensor,
+    tile_size: int,
+    tile_width: int,
+    tile_height: int,
+    conics: Tensor | None = None,
+    opacities: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Tile/Gaussian intersections like gsplat's ``isect_tiles`` + ``isect_offset_encode`` (unpacked).
 
     Returns ``tiles_per_gauss [C,N]``, ``flatten_ids [M]`` (indices into the flattened ``[C*N]`` arrays,
     sorted by camera, tile and then depth, ties by index) and ``isect_offsets [C,tile_height,tile_width]``
     (start of each tile's range in ``flatten_ids``).
+
+    With ``conics [C,N,3]`` and ``opacities [C,N]`` the bounding-box candidates are filtered further: a tile
+    is kept only if the ellipse ``alpha >= 1/255`` (``sigma <= log(255 o)``) reaches the box spanned by its
+    pixel centres, so an elongated or faint Gaussian is not listed in tiles its box merely grazes. Pixels
+    outside that ellipse are skipped by the compositing anyway, so the image is unchanged.
     """
     C, N = depths.shape
     device = depths.device
@@ -162,12 +203,24 @@ def isect_tiles(
 
     flat_counts = counts.reshape(-1)
     total = int(flat_counts.sum())
-    gid = torch.repeat_interleave(torch.arange(C * N, device=device), flat_counts)
+    gid = torch.repeat_interleave(torch.arange(C * N, device=device), flat_counts, output_size=total)
     starts = torch.cumsum(flat_counts, 0) - flat_counts
     k = torch.arange(total, device=device) - starts[gid]
     lo_f, span_f = lo.reshape(-1, 2)[gid], span.reshape(-1, 2)[gid]
     tx = lo_f[:, 0] + k % span_f[:, 0].clamp_min(1)
     ty = lo_f[:, 1] + k // span_f[:, 0].clamp_min(1)
+
+    if conics is not None and opacities is not None:
+        txy_i = torch.stack([tx, ty], dim=-1).to(means2d.dtype) * tile_size
+        mu = means2d.reshape(-1, 2)[gid]
+        min_sigma = _min_sigma_over_boxes(
+            txy_i + 0.5 - mu, txy_i + (tile_size - 0.5) - mu, conics.reshape(-1, 3)[gid]
+        )
+        # alpha >= 1/255  <=>  sigma <= log(255 o); the margin keeps pairs that rounding puts on the edge
+        s_max = torch.log(opacities.reshape(-1)[gid].clamp_min(1e-30) / ALPHA_THRESHOLD)
+        keep = min_sigma <= s_max * (1 + 1e-3) + 1e-3
+        gid, tx, ty = gid[keep], tx[keep], ty[keep]
+        counts = torch.bincount(gid, minlength=C * N).reshape(C, N)
     cam = gid // N
     tile_ids = cam * n_tiles + ty * tile_width + tx
 
@@ -193,7 +246,7 @@ def _composite_chunk(
     pix: Tensor,
     geo_channels: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
-    """Composite one chunk of tiles.
+    """Composite one chunk of tiles with plain autograd (the ``compositing="autograd"`` oracle).
 
     ``means2d [CN,2]``, ``conics [CN,3]``, ``opacities [CN]``, ``colors [CN,X]`` are flattened per camera;
     ``gids [T,K]`` each tile's depth-sorted list (padded, ``slot_ok`` marks real entries); ``pix [T,P,2]``
@@ -227,6 +280,182 @@ def _composite_chunk(
     return out, T_final
 
 
+class _Composite(torch.autograd.Function):
+    """Front-to-back compositing of a chunk of tiles with gsplat's analytic backward.
+
+    Inputs: ``coef [T,6,K]`` (per tile list entry, the quadratic ``sigma(q) = coef . (1, qx, qy, qx^2, qx qy,
+    qy^2)`` in tile-local pixel coordinates ``q``), ``opa [T,K]`` (0 on padding slots), values ``V [T,K,Xv]``
+    and ``nphi [P,6]`` (minus the monomials at the tile's pixel centres). Output ``Y [T,P,Xv] = W V`` with
+    weights ``w_i = a_i prod_{j<i} (1 - a_j)`` and ``a = min(0.999, o exp(-sigma))`` under gsplat's skip
+    (``sigma < 0`` or ``a < 1/255``) and stop (transmittance after the Gaussian ``<= 1e-4``) rules.
+
+    Backward (no recomputation of the forward): with ``g = dL/dW = G V^T``,
+    ``dL/da_i = T_i g_i - (sum_{j>i} w_j g_j) / (1 - a_i)`` (the suffix sum is gsplat's back-to-front
+    recurrence, here a reversed cumulative sum), then ``dL/dsigma = -a dL/da`` and ``dL/do = a dL/da / o``
+    where ``a`` is not clamped; the sums over a tile's pixels are one matmul with the monomials.
+    ``geo`` (optional channel indices of ``V``): only these channels' gradients reach the weights.
+    """
+
+    @staticmethod
+    def forward(ctx, coef: Tensor, opa: Tensor, V: Tensor, nphi: Tensor, geo: Tensor | None) -> Tensor:
+        # In-place ops and thresholds instead of boolean masks: masked_fill / where are many times slower
+        # than arithmetic on CPU, and these [T,P,K] tensors are the whole cost.
+        nsig = torch.matmul(nphi, coef)  # [T,P,K] = -sigma
+        # sigma < 0 only arises from rounding at a Gaussian's centre: count it as 0 rather than skip the pair
+        alpha = nsig.clamp_max_(0.0).exp_().mul_(opa[:, None, :]).clamp_max_(MAX_ALPHA)
+        F.threshold_(alpha, _below(ALPHA_THRESHOLD, alpha.dtype), 0.0)  # alpha < 1/255 -> skipped
+        T_incl = torch.cumprod(1.0 - alpha, dim=-1)
+        # Transmittance is non-increasing, so "stop before the first Gaussian whose next T <= 1e-4" is a mask:
+        # 1 where T_incl > 1e-4 (then T_incl * 2e4 > 1), else 0.
+        keep = F.threshold(T_incl, TRANSMITTANCE_EPS, 0.0).mul_(2.0 / TRANSMITTANCE_EPS).clamp_max_(1.0)
+        alpha.mul_(keep)
+        T_excl = torch.cat([torch.ones_like(T_incl[..., :1]), T_incl[..., :-1]], dim=-1)
+        Y = torch.bmm(alpha * T_excl, V)
+        ctx.save_for_backward(alpha, T_excl, opa, V, nphi, geo)
+        return Y
+
+    @staticmethod
+    def backward(ctx, G: Tensor):
+        alpha, T_excl, opa, V, nphi, geo = ctx.saved_tensors
+        need_coef, need_opa, need_v = ctx.needs_input_grad[:3]
+        W = alpha * T_excl
+        dV = torch.bmm(W.transpose(1, 2), G) if need_v else None
+        dcoef = dopa = None
+        if need_coef or need_opa:
+            Gg, Vg = (G, V) if geo is None else (G[..., geo], V[..., geo])
+            g = torch.bmm(Gg, Vg.transpose(1, 2))  # dL/dw [T,P,K]
+            prefix = torch.cumsum(W.mul_(g), dim=-1)
+            suffix = prefix[..., -1:].clone()
+            suffix = prefix.neg_().add_(suffix)  # total - prefix: sum over j > i of w_j g_j
+            da = g.mul_(T_excl).sub_(suffix.div_(1.0 - alpha))
+            # clamped (0.999) and skipped (0) alphas do not depend on the inputs; elsewhere -o exp(-sigma)
+            neg_a = F.threshold(alpha.neg(), -MAX_ALPHA, 0.0)
+            u_neg = da.mul_(neg_a)  # -dL/d(-sigma)
+            dcoef = torch.matmul(-nphi.transpose(0, 1), u_neg)  # [T,6,K] = dL/dcoef
+            if need_opa:  # dL/do = sum_p dL/d(-sigma) / o; the constant monomial's row is minus that sum
+                dopa = torch.where(opa > 0, -dcoef[:, 0] / opa.clamp_min(1e-30), 0.0)
+        return dcoef, dopa, dV, None, None
+
+
+def _below(x: float, dtype: torch.dtype) -> float:
+    """The largest ``dtype`` value below ``x``: ``threshold(t, _below(x))`` keeps exactly ``t >= x``."""
+    return torch.nextafter(torch.tensor(x, dtype=dtype), torch.tensor(-math.inf, dtype=dtype)).item()
+
+
+def _tile_monomials(tile_size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Minus the monomials ``(1, qx, qy, qx^2, qx qy, qy^2)`` ``[P,6]`` at pixel centres (tile-centred)."""
+    lp = torch.arange(tile_size * tile_size, device=device)
+    q = torch.stack([lp % tile_size, lp // tile_size], dim=-1).to(dtype) + 0.5 - 0.5 * tile_size
+    qx, qy = q.unbind(-1)
+    return -torch.stack([torch.ones_like(qx), qx, qy, qx * qx, qx * qy, qy * qy], dim=-1)
+
+
+def _sigma_coefficients(mu: Tensor, con: Tensor, centre: Tensor) -> Tensor:
+    """``[T,6,K]`` coefficients of ``sigma`` in the monomials of :func:`_tile_monomials`.
+
+    ``mu [T,K,2]`` means, ``con [T,K,3]`` conics, ``centre [T,2]`` tile centres (pixels). Local coordinates
+    keep the expanded quadratic's terms small, so float32 cancellation stays at float noise.
+    """
+    m = mu - centre[:, None, :]
+    mx, my = m.unbind(-1)
+    a, b, c = con.unbind(-1)
+    ha, hc = 0.5 * a, 0.5 * c
+    lin_x = a * mx + b * my
+    lin_y = b * mx + c * my
+    const = ha * mx * mx + b * mx * my + hc * my * my
+    return torch.stack([const, -lin_x, -lin_y, ha, b, hc], dim=1)
+
+
+def plan_chunks(sorted_counts: list[int], pixels: int, chunk_elements: int) -> list[tuple[int, int, int]]:
+    """Split tiles sorted by descending list length into ``(start, end, kmax)`` chunks.
+
+    A chunk holds at most ``chunk_elements`` padded pairs and only tiles whose list is at least
+    :data:`CHUNK_FILL` of its longest, so padding every list to the chunk's longest wastes little work.
+    """
+    neg = [-c for c in sorted_counts]  # ascending, for bisect
+    chunks, i, n_tiles = [], 0, len(sorted_counts)
+    while i < n_tiles:
+        kmax = max(sorted_counts[i], 1)
+        similar = bisect.bisect_right(neg, -math.ceil(CHUNK_FILL * sorted_counts[i]))
+        n = max(1, min(similar - i, n_tiles - i, chunk_elements // (pixels * kmax)))
+        chunks.append((i, i + n, kmax))
+        i += n
+    return chunks
+
+
+def _chunk_lists(
+    tids: Tensor,
+    kmax: int,
+    counts: Tensor,
+    offsets: Tensor,
+    fids: Tensor,
+    pad: int,
+    tile_size: int,
+    tile_width: int,
+    tile_height: int,
+    dtype: torch.dtype,
+) -> tuple[Tensor, Tensor]:
+    """Padded Gaussian lists ``gids [T,kmax]`` (slot ``pad``: the dummy row) and tile centres ``[T,2]``."""
+    local = tids % (tile_height * tile_width)
+    centre = torch.stack([local % tile_width, local // tile_width], dim=-1).to(dtype) * tile_size
+    centre = centre + 0.5 * tile_size
+    slot = torch.arange(kmax, device=tids.device)
+    idx = torch.where(slot[None] < counts[tids][:, None], offsets[tids][:, None] + slot[None], pad)
+    return fids[idx], centre
+
+
+def _take(t: Tensor, ids: Tensor) -> Tensor:
+    """``t[ids]`` via ``index_select`` (its backward is an ``index_add``, much cheaper than ``index_put``)."""
+    return t.index_select(0, ids.reshape(-1)).reshape(*ids.shape, *t.shape[1:])
+
+
+@torch.no_grad()
+def _saturated_length(coef: Tensor, opa: Tensor, nphi: Tensor) -> Tensor:
+    """Per tile ``[T]``: list entries up to the one where every pixel's transmittance has fallen to the stop.
+
+    Entries after it get weight 0 at every pixel of the tile (gsplat's stop), so cutting them changes
+    nothing. The cut uses half the stop threshold, so rounding can never cut an entry the compositing uses.
+    """
+    alpha = torch.matmul(nphi, coef).clamp_max_(0.0).exp_().mul_(opa[:, None, :]).clamp_max_(MAX_ALPHA)
+    F.threshold_(alpha, _below(ALPHA_THRESHOLD, alpha.dtype), 0.0)
+    T_incl = torch.cumprod(1.0 - alpha, dim=-1)
+    # T_incl falls along the list at every pixel, so its max over the tile's pixels does too
+    return (T_incl.amax(dim=1) > 0.5 * TRANSMITTANCE_EPS).sum(-1)
+
+
+@torch.no_grad()
+def cut_saturated_lists(
+    counts: Tensor,
+    offsets: Tensor,
+    fids: Tensor,
+    means2d: Tensor,
+    conics: Tensor,
+    opacities: Tensor,
+    tile_size: int,
+    tile_width: int,
+    tile_height: int,
+    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+) -> Tensor:
+    """Per-tile list lengths ``[tiles]`` cut by :func:`_saturated_length` (never longer than ``counts``).
+
+    ``fids [M+1]`` ends with the index of the dummy row (opacity 0) that ``means2d``, ``conics`` and
+    ``opacities`` (flattened ``[CN+1,...]``) carry last.
+    """
+    pad = fids.numel() - 1  # fids[-1] points at the dummy row
+    P = tile_size * tile_size
+    nphi = _tile_monomials(tile_size, means2d.device, means2d.dtype)
+    order = torch.argsort(counts, descending=True, stable=True)
+    counts = counts.clone()
+    for s, e, kmax in plan_chunks(counts[order].tolist(), P, chunk_elements):
+        tids = order[s:e]
+        gids, centre = _chunk_lists(
+            tids, kmax, counts, offsets, fids, pad, tile_size, tile_width, tile_height, means2d.dtype
+        )
+        coef = _sigma_coefficients(_take(means2d, gids), _take(conics, gids), centre)
+        counts[tids] = torch.minimum(counts[tids], _saturated_length(coef, _take(opacities, gids), nphi))
+    return counts
+
+
 def rasterize_to_pixels(
     means2d: Tensor,
     conics: Tensor,
@@ -240,8 +469,15 @@ def rasterize_to_pixels(
     backgrounds: Tensor | None = None,
     geo_channels: Tensor | None = None,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    compositing: str = "analytic",
 ) -> tuple[Tensor, Tensor]:
-    """Composite ``[C,N,...]`` projected Gaussians into ``[C,H,W,X]`` colours and ``[C,H,W,1]`` alphas."""
+    """Composite ``[C,N,...]`` projected Gaussians into ``[C,H,W,X]`` colours and ``[C,H,W,1]`` alphas.
+
+    ``compositing``: ``"analytic"`` (default; :class:`_Composite`, hand-written backward, nothing
+    recomputed) or ``"autograd"`` (plain autograd, chunks under activation checkpointing; the test oracle).
+    """
+    if compositing not in ("analytic", "autograd"):
+        raise ValueError(f"compositing must be 'analytic' or 'autograd', got {compositing!r}")
     C, N = opacities.shape
     X = colors.shape[-1]
     device, dtype = means2d.device, means2d.dtype
@@ -251,28 +487,32 @@ def rasterize_to_pixels(
     offsets = isect_offsets.reshape(-1).long()
     counts = torch.diff(offsets, append=torch.tensor([M], device=device))
     P = tile_size * tile_size
+    analytic = compositing == "analytic"
 
     m2 = means2d.reshape(C * N, 2)
     con = conics.reshape(C * N, 3)
     opa = opacities.reshape(C * N)
     col = colors.reshape(C * N, X)
-    # Padding slots point at a dummy row so the gathers need no bounds checks.
+    if analytic:  # a ones column: its composite is the alpha (1 - final transmittance)
+        col = torch.cat([col, col.new_ones(C * N, 1)], dim=-1)
+    # Padding slots point at a dummy row (opacity 0: never visible) so the gathers need no bounds checks.
     m2 = torch.cat([m2, m2.new_zeros(1, 2)])
     con = torch.cat([con, con.new_zeros(1, 3)])
     opa = torch.cat([opa, opa.new_zeros(1)])
-    col = torch.cat([col, col.new_zeros(1, X)])
+    col = torch.cat([col, col.new_zeros(1, col.shape[-1])])
     fids = torch.cat([flatten_ids, flatten_ids.new_full((1,), C * N)])
+    geo = None
+    if analytic and geo_channels is not None:
+        geo = torch.cat([geo_channels.to(device), torch.tensor([X], device=device)])
 
-    # Group tiles of similar list length so the padding to the chunk maximum wastes little work.
+    nphi = _tile_monomials(tile_size, device, dtype)
+    if analytic:  # cut every tile's list where all its pixels are saturated
+        geom = (m2.detach(), con.detach(), opa.detach())
+        counts = cut_saturated_lists(
+            counts, offsets, fids, *geom, tile_size, tile_width, tile_height, chunk_elements
+        )
     order = torch.argsort(counts, descending=True, stable=True)
-    sorted_counts = counts[order].tolist()
-    chunks: list[tuple[int, int, int]] = []
-    i = 0
-    while i < n_tiles:
-        kmax = max(sorted_counts[i], 1)
-        n = max(1, min(n_tiles - i, chunk_elements // (P * kmax)))
-        chunks.append((i, i + n, sorted_counts[i]))
-        i += n
+    chunks = plan_chunks(counts[order].tolist(), P, chunk_elements)
 
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (m2, con, opa, col))
     lp = torch.arange(P, device=device)
@@ -280,13 +520,17 @@ def rasterize_to_pixels(
     outs, Ts = [], []
     for s, e, kmax in chunks:
         tids = order[s:e]
-        local = tids % (tile_height * tile_width)
-        origin = torch.stack([local % tile_width, local // tile_width], dim=-1).to(dtype) * tile_size
-        pix = origin[:, None, :] + px_in_tile[None]  # [T,P,2]
-        slot = torch.arange(kmax, device=device)
-        slot_ok = slot[None] < counts[tids][:, None]
-        idx = torch.where(slot_ok, offsets[tids][:, None] + slot[None], M)
-        gids = fids[idx]
+        gids, centre = _chunk_lists(
+            tids, kmax, counts, offsets, fids, M, tile_size, tile_width, tile_height, dtype
+        )
+        if analytic:
+            coef = _sigma_coefficients(_take(m2, gids), _take(con, gids), centre)
+            Y = _Composite.apply(coef, _take(opa, gids), _take(col, gids), nphi, geo)
+            outs.append(Y[..., :X])
+            Ts.append(1.0 - Y[..., X])
+            continue
+        slot_ok = torch.arange(kmax, device=device)[None] < counts[tids][:, None]
+        pix = (centre - 0.5 * tile_size)[:, None, :] + px_in_tile[None]  # [T,P,2]
         args = (m2, con, opa, col, gids, slot_ok, pix, geo_channels)
         if needs_grad and len(chunks) > 1:
             out, T = checkpoint(_composite_chunk, *args, use_reentrant=False)
@@ -324,20 +568,25 @@ def rasterization_torch(
     radius_clip: float = 0.0,
     eps2d: float = 0.3,
     sh_degree: int | None = None,
-    tile_size: int = 16,
+    tile_size: int | None = None,
     backgrounds: Tensor | None = None,
     render_mode: str = "RGB",
     rasterize_mode: str = "classic",
     geo_channels: Tensor | None = None,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    compositing: str = "analytic",
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """gsplat ``rasterization(..., packed=False)`` in pure torch; see :func:`tune3d.splatting.rasterize`.
 
     ``geo_channels`` (torch backend only): indices of the rendered channels (before the depth channel is
     appended; the depth channel always counts as geometry) whose loss may move the geometry; the other
-    channels' gradients reach only their colours. ``None`` = all channels.
+    channels' gradients reach only their colours. ``None`` = all channels. ``tile_size`` None =
+    :data:`DEFAULT_TILE_SIZE`. ``compositing``: see :func:`rasterize_to_pixels`.
     """
     C, N = viewmats.shape[0], means.shape[0]
+    tile_size = DEFAULT_TILE_SIZE if tile_size is None else int(tile_size)
+    if tile_size <= 0:
+        raise ValueError(f"tile_size must be positive, got {tile_size}")
     radii, means2d, depths, conics, comps = project_gaussians(
         means,
         quats,
@@ -380,7 +629,14 @@ def rasterization_torch(
     tile_width = math.ceil(width / tile_size)
     tile_height = math.ceil(height / tile_size)
     tiles_per_gauss, flatten_ids, isect_offsets = isect_tiles(
-        means2d.detach(), radii, depths.detach(), tile_size, tile_width, tile_height
+        means2d.detach(),
+        radii,
+        depths.detach(),
+        tile_size,
+        tile_width,
+        tile_height,
+        conics=conics.detach(),
+        opacities=opac.detach(),
     )
     render_colors, render_alphas = rasterize_to_pixels(
         means2d,
@@ -395,6 +651,7 @@ def rasterization_torch(
         backgrounds=backgrounds,
         geo_channels=geo_channels,
         chunk_elements=chunk_elements,
+        compositing=compositing,
     )
     if render_mode in ("ED", "RGB+ED"):
         render_colors = torch.cat(

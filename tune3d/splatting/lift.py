@@ -47,6 +47,7 @@ METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
 # Fields that do not change the result: a finished or interrupted run with other values still matches.
 _NON_RESULT_FIELDS = ("checkpoint_every", "device", "feature_cache", "num_render_views", "progress")
+_NON_RESULT_FIELDS += ("tile_size",)  # the same image up to float rounding
 
 
 @dataclass
@@ -68,6 +69,7 @@ class LiftConfig:
     holdout_every: int = 8  # every k-th selected frame (index % k == 0) is held out; 0 = none
     seed: int = 0
     backend: str = "auto"
+    tile_size: int | None = None  # rasterizer tile edge (pixels); None = the backend's fastest default
     device: str = "auto"
     checkpoint_every: int = 500
     feature_cache: str | None = None  # folder of the backbone feature cache; None = no cache
@@ -115,6 +117,8 @@ class LiftConfig:
                 setattr(self, name, v)
         if self.iters <= 0:
             raise Tune3DError(f"iters must be positive, got {self.iters}")
+        if self.tile_size is not None and int(self.tile_size) <= 0:
+            raise Tune3DError(f"tile_size must be positive, got {self.tile_size}")
         if self.holdout_every < 0 or self.holdout_every == 1:
             raise Tune3DError(f"holdout_every must be 0 (none) or >= 2, got {self.holdout_every}")
         if not 0 <= self.sh_degree <= 3:
@@ -391,7 +395,9 @@ def lift_losses(
     ``target``: the view's 2D features ``[C,h,w]``, upsampled here (bilinear) to the render size.
     """
     H, W = view.image.shape[-2:]
-    out = render_rgb_and_features(gaussians, view.viewmat, view.K, W, H, backend=backend, sh_degree=sh_degree)
+    out = render_rgb_and_features(
+        gaussians, view.viewmat, view.K, W, H, backend=backend, sh_degree=sh_degree, tile_size=cfg.tile_size
+    )
     rgb_loss = photometric_loss(out.rgb, view.image[None], cfg.lambda_ssim)
     up = F.interpolate(target[None], size=(H, W), mode="bilinear", align_corners=False)
     feat_loss = l1_loss(gaussians.decode(out.latent), up)
@@ -406,13 +412,14 @@ def evaluate(
     targets: list[Tensor],
     backend: str,
     sh_degree: int,
+    tile_size: int | None = None,
 ) -> dict[str, float]:
     """Mean over ``views`` of PSNR, SSIM, feature L1 and per-pixel feature cosine (at render size)."""
     acc: dict[str, list[float]] = {"psnr": [], "ssim": [], "feature_l1": [], "feature_cosine": []}
     for view, target in zip(views, targets):
         H, W = view.image.shape[-2:]
         out = render_rgb_and_features(
-            gaussians, view.viewmat, view.K, W, H, backend=backend, sh_degree=sh_degree
+            gaussians, view.viewmat, view.K, W, H, backend=backend, sh_degree=sh_degree, tile_size=tile_size
         )
         rgb = out.rgb.clamp(0, 1)
         acc["psnr"].append(psnr(rgb, view.image[None]).item())
@@ -628,7 +635,7 @@ def lift_scene(
         ).to(device)
         opts = make_optimizers(gaussians, cfg, extent)
         strategy_state = strategy.initialize_state(scene_scale=extent)
-        initial = evaluate(gaussians, eval_views, eval_targets, backend, 0)
+        initial = evaluate(gaussians, eval_views, eval_targets, backend, 0, cfg.tile_size)
         start = 0
     strategy.check_sanity(gaussians.params, {k: opts[k] for k in PARAM_KEYS})
     run_log = RunLogger(out_dir, tensorboard=False, resume_step=start if loaded is not None else None)
@@ -682,7 +689,7 @@ def lift_scene(
     bar.close()
     run_log.close()
 
-    final = evaluate(gaussians, eval_views, eval_targets, backend, cfg.sh_degree)
+    final = evaluate(gaussians, eval_views, eval_targets, backend, cfg.sh_degree, cfg.tile_size)
     gaussians.save(out_dir)
     gaussians.export_ply(out_dir / "point_cloud.ply")
     k = min(cfg.num_render_views, len(eval_views))
