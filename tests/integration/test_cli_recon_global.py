@@ -158,7 +158,7 @@ def test_bad_input_is_one_line_and_writes_nothing(scene, cli, tmp_path):
     wide = tmp_path / "wide.png"
     Image.fromarray(np.zeros((32, 96, 3), np.uint8)).save(wide)
     _one_error_line(
-        cli("reconstruct", one, wide, "--model", "dust3r_tiny", *FAST, "--out", out), "different shapes"
+        cli("reconstruct", one, wide, "--model", "dust3r_tiny", *FAST, "--out", out), "one aspect ratio"
     )
     empty = tmp_path / "empty"
     empty.mkdir()
