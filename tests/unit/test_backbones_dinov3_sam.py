@@ -240,3 +240,32 @@ def test_grad_flows_for_finetuning(dinov3, sam):
         out.square().mean().backward()
         assert bb.timm_model.blocks[0].attn.qkv.weight.grad is not None
         bb.timm_model.zero_grad(set_to_none=True)
+
+
+def test_cli_lists_the_new_backbones(cli):
+    import json
+
+    r = cli("backbones", "--json", "--tiny")
+    assert r.returncode == 0, r.stderr
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert rows["dinov3_vitb16"]["timm_name"] == "vit_base_patch16_dinov3.lvd1689m"
+    assert rows["dinov3_vitl16"]["width"] == 1024 and rows["dinov3_vits16"]["num_prefix_tokens"] == 5
+    assert "dinov3_vitl16_pretrain_lvd1689m-8aa4cbdd.pth" in rows["dinov3_vitl16"]["weights_source"]
+    assert rows["sam_vitb16"]["timm_name"] == "samvit_base_patch16.sa1b"
+    assert "sam_vit_b_01ec64.pth" in rows["sam_vitb16"]["weights_source"]
+    assert {"dinov3_vits16_tiny", "sam_vitb16_tiny"} <= set(rows)
+    table = cli("backbones").stdout
+    assert "sam_vitb16" in table and "vit_large_patch16_dinov3.lvd1689m" in table
+
+
+@pytest.mark.parametrize("name", ["dinov3_vitb16_tiny", "sam_vitb16_tiny"])
+def test_tune3d_export_roundtrip(tmp_path, name):
+    """What ``tune3d finetune`` exports (backbone.safetensors + .json) reloads to the same features."""
+    from tune3d.backbones import save_backbone
+
+    src = _perturbed(name, seed=6)
+    save_backbone(src.timm_model, src.spec, tmp_path / "export")
+    back = create_backbone(None, weights=tmp_path / "export", device="cpu")
+    assert back.name == name
+    x = torch.rand(1, 3, 48, 64)
+    assert torch.equal(src.forward_features(x).patch, back.forward_features(x).patch)
