@@ -24,8 +24,8 @@ image's ``h x w`` tokens. Dense features are the last requested block's 768-d to
 exported with the weights but not used, because its 3x3 conv mixes the canvas padding into the border
 tokens and it has another width. SAM has no CLS token (``cls`` is ``None``) and no final LayerNorm
 (``norm`` has no effect). SAM scales images so the longest side is 1024: pass such a resolution (e.g.
-768x1024 for 4:3) to match it. A side longer than the canvas enlarges the canvas to that side and timm
-resamples the position embedding.
+768x1024 for 4:3) to match it. A side longer than the canvas enlarges the canvas to that side, and timm
+then resamples the position embedding and the global blocks' relative-position tables.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ class DenseFeatures:
 
     ``patch``: ``B,C,h,w`` patch tokens of the last requested layer. ``cls``: ``B,C`` class token of the
     same layer (``None`` for models without one). ``layers``: block index -> ``B,C,h,w`` for every
-    requested layer. ``input_size``: the ``(H, W)`` the network saw after resizing/padding.
+    requested layer. ``input_size``: the ``(H, W)`` the network saw after resizing/padding (SAM: the image's
+    part of its canvas).
     """
 
     patch: torch.Tensor
