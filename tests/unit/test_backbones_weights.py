@@ -28,6 +28,8 @@ FULL_NAMES = [
     "mae_vitb16",
     "deit3_vitb16",
     "eva02_vitb14",
+    *(f"dinov3_vit{s}16" for s in "sbl"),
+    "sam_vitb16",
 ]
 
 
@@ -75,8 +77,8 @@ def test_registry_names_and_tiny_twins():
     for n in FULL_NAMES:
         assert n in names and f"{n}_tiny" in names
     assert {s.name for s in list_backbones(include_tiny=False)} == set(FULL_NAMES)
-    with pytest.raises(Tune3DError, match="unknown backbone 'dinov3_vits16'"):
-        get_spec("dinov3_vits16")
+    with pytest.raises(Tune3DError, match="unknown backbone 'dinov3_vits14'"):
+        get_spec("dinov3_vits14")
 
 
 @pytest.mark.parametrize("name", FULL_NAMES)
@@ -87,12 +89,17 @@ def test_registry_matches_timm(name):
     spec = get_spec(name)
     model = build_timm_model(spec, device="meta")
     assert model.patch_embed.patch_size[0] == spec.patch_size
-    assert model.num_features == spec.width
+    assert model.embed_dim == spec.width  # token width (SAM's num_features is its 256-d neck)
     assert len(model.blocks) == spec.depth
-    assert model.num_prefix_tokens == spec.num_prefix_tokens
+    assert getattr(model, "num_prefix_tokens", 0) == spec.num_prefix_tokens
     cfg = get_pretrained_cfg(spec.timm_name)
     assert tuple(cfg.mean) == pytest.approx(spec.mean) and tuple(cfg.std) == pytest.approx(spec.std)
-    assert isinstance(getattr(model, spec.final_norm), torch.nn.LayerNorm)
+    if spec.final_norm is None:
+        # SAM: blocks end in the conv neck (conv 1x1 first), no per-token final LayerNorm
+        assert spec.family == "sam" and isinstance(model.neck[0], torch.nn.Conv2d)
+        assert not isinstance(getattr(model, "norm", None), torch.nn.LayerNorm)
+    else:
+        assert isinstance(getattr(model, spec.final_norm), torch.nn.LayerNorm)
 
 
 @pytest.mark.parametrize("name", [f"dinov2_vit{s}14{r}" for s in "sblg" for r in ("", "_reg")])

@@ -13,6 +13,19 @@ Size handling (``resize=``):
   (876x584 -> 868x574);
 - ``"pad"``: centre-pad the normalised image with zeros (the mean colour) up to the next multiple
   (480x640 -> 490x644, grid 35x46); the border tokens then see part padding.
+
+SAM (``spec.fixed_canvas``): the image encoder was trained on one 1024x1024 canvas (absolute position
+embedding of 64x64 patches, relative-position tables sized for 14x14 windows and the 64x64 global
+blocks). After the usual resize to a patch multiple, the normalised image is placed in the top-left
+corner of that canvas and the rest is zero (the mean colour), exactly as SAM's own preprocessing pads;
+the encoder runs at its native size (no position interpolation) and the features are cropped back to the
+image's ``h x w`` tokens. Dense features are the last requested block's 768-d tokens: SAM's neck
+(conv 1x1 -> LayerNorm2d -> conv 3x3 -> LayerNorm2d, 256-d, the mask decoder's input) is loaded and
+exported with the weights but not used, because its 3x3 conv mixes the canvas padding into the border
+tokens and it has another width. SAM has no CLS token (``cls`` is ``None``) and no final LayerNorm
+(``norm`` has no effect). SAM scales images so the longest side is 1024: pass such a resolution (e.g.
+768x1024 for 4:3) to match it. A side longer than the canvas enlarges the canvas to that side, and timm
+then resamples the position embedding and the global blocks' relative-position tables.
 """
 
 from __future__ import annotations
@@ -42,7 +55,8 @@ class DenseFeatures:
 
     ``patch``: ``B,C,h,w`` patch tokens of the last requested layer. ``cls``: ``B,C`` class token of the
     same layer (``None`` for models without one). ``layers``: block index -> ``B,C,h,w`` for every
-    requested layer. ``input_size``: the ``(H, W)`` the network saw after resizing/padding.
+    requested layer. ``input_size``: the ``(H, W)`` the network saw after resizing/padding (SAM: the image's
+    part of its canvas).
     """
 
     patch: torch.Tensor
@@ -111,7 +125,10 @@ class Backbone(nn.Module):
 
     @property
     def final_norm(self) -> nn.Module:
-        """The LayerNorm applied with ``norm=True`` (``norm``; ``fc_norm`` for EVA-02 MIM weights)."""
+        """The LayerNorm applied with ``norm=True`` (``norm``; ``fc_norm`` for EVA-02 MIM weights;
+        identity for SAM, whose encoder has none)."""
+        if self.spec.final_norm is None:
+            return nn.Identity()
         return getattr(self.timm_model, self.spec.final_norm)
 
     @property
@@ -176,6 +193,8 @@ class Backbone(nn.Module):
         """Dense features following the ambient grad mode (for training). See :meth:`forward_features`."""
         x = self.prepare(images.to(self.mean.device), resize)
         idx = self.layer_indices(layers)
+        if self.spec.fixed_canvas:
+            return self._forward_canvas(x, idx, norm)
         with self._autocast(x.device):
             tokens = self.timm_model.forward_intermediates(
                 x,
@@ -199,6 +218,25 @@ class Backbone(nn.Module):
             cls = prefix[:, 0].float() if prefix is not None and prefix.shape[1] > 0 else None
         return DenseFeatures(patch=out[idx[-1]], cls=cls, layers=out, input_size=(x.shape[-2], x.shape[-1]))
 
+    def _forward_canvas(self, x: torch.Tensor, idx: list[int], norm: bool) -> DenseFeatures:
+        """SAM: run on the fixed canvas with ``x`` (normalised, patch multiple) top-left, crop back."""
+        H, W = x.shape[-2:]
+        canvas_h, canvas_w = self.timm_model.patch_embed.img_size
+        Hc, Wc = max(H, canvas_h), max(W, canvas_w)
+        canvas = F.pad(x, (0, Wc - W, 0, Hc - H), value=0.0)
+        with self._autocast(x.device):
+            maps = self.timm_model.forward_intermediates(
+                canvas, indices=idx, norm=False, stop_early=True, output_fmt="NCHW", intermediates_only=True
+            )
+        h, w = H // self.patch_size, W // self.patch_size
+        out: dict[int, torch.Tensor] = {}
+        for i, fmap in zip(idx, maps):
+            patch = fmap[..., :h, :w].permute(0, 2, 3, 1)
+            if norm:
+                patch = self.final_norm(patch)
+            out[i] = patch.float().permute(0, 3, 1, 2).contiguous()
+        return DenseFeatures(patch=out[idx[-1]], cls=None, layers=out, input_size=(H, W))
+
     def forward_features(
         self,
         images: torch.Tensor,
@@ -218,12 +256,13 @@ class Backbone(nn.Module):
 
 
 def build_timm_model(spec: BackboneSpec, device: str | torch.device | None = "cpu") -> nn.Module:
-    """The spec's timm model with random weights (``dynamic_img_size=True``, ``num_classes=0``)."""
+    """The spec's timm model with random weights (``num_classes=0``, ``dynamic_img_size`` where taken)."""
     import timm
 
+    extra = {"dynamic_img_size": True} if spec.dynamic_img_size else {}
     with torch.device(device) if device is not None else contextlib.nullcontext():
         return timm.create_model(
-            spec.timm_name, pretrained=False, num_classes=0, dynamic_img_size=True, **spec.model_kwargs
+            spec.timm_name, pretrained=False, num_classes=0, **extra, **spec.model_kwargs
         )
 
 

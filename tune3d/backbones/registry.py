@@ -1,8 +1,13 @@
 """Short names for the foundation-model backbones tune3d fine-tunes, mapped to timm architectures.
 
-Every entry is a plain timm model (``dynamic_img_size=True``, ``num_classes=0``); nothing here is a
-hand-written ViT. Each full-size entry has a ``<name>_tiny`` twin: the same timm architecture (same
-block type, prefix tokens, patch size, normalisation) with 2 blocks and width 32, for CPU tests.
+Every entry is a plain timm model (``num_classes=0``, ``dynamic_img_size=True`` where the architecture
+takes it); nothing here is a hand-written ViT. Each full-size entry has a ``<name>_tiny`` twin: the same
+timm architecture (same block type, prefix tokens, position encoding, patch size, normalisation) with
+2 blocks and width 32, for CPU tests.
+
+Families: DINOv2 (/14, learned position embedding, optional 4 registers), DINOv3 (/16, RoPE, 4 storage
+tokens), CLIP, MAE, DeiT-III, EVA-02, and SAM's ViT-B image encoder (/16, windowed attention with
+relative positions, run on its fixed 1024x1024 canvas; see :mod:`tune3d.backbones.model`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,11 @@ class BackboneSpec:
     variants). ``final_norm`` names the module that acts as the last LayerNorm: ``"norm"`` for ViTs,
     ``"fc_norm"`` for EVA-02 MIM checkpoints, where timm moves the pretrained norm after pooling.
     ``filter_kwargs`` are passed to timm's ``checkpoint_filter_fn`` (DeiT-III remaps ``gamma_1``).
+    ``final_norm=None``: the encoder has no final LayerNorm (SAM), so ``norm=True`` changes nothing.
+    ``tiny_kwargs``: extra architecture overrides of the tiny twin (SAM: small windows, one global block).
+    ``dynamic_img_size``: pass timm's ``dynamic_img_size=True`` (SAM's class resamples without it).
+    ``fixed_canvas``: the encoder runs on its pretraining canvas (``patch_embed.img_size``) with the image
+    in the top-left corner, as SAM's own preprocessing does; features are cropped back to the image.
     """
 
     name: str
@@ -48,7 +58,10 @@ class BackboneSpec:
     official_url: str | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     filter_kwargs: dict[str, Any] = field(default_factory=dict)
-    final_norm: str = "norm"
+    final_norm: str | None = "norm"
+    tiny_kwargs: dict[str, Any] = field(default_factory=dict)
+    dynamic_img_size: bool = True
+    fixed_canvas: bool = False
     tiny: bool = False
 
     @property
@@ -63,7 +76,7 @@ class BackboneSpec:
 
     @property
     def num_register_tokens(self) -> int:
-        return self.num_prefix_tokens - 1
+        return max(0, self.num_prefix_tokens - 1)
 
     @property
     def weights_source(self) -> str:
@@ -95,12 +108,13 @@ _DINOV2_SIZES = {  # size letter -> (timm size word, width, depth)
 
 def _add(spec: BackboneSpec) -> None:
     _REGISTRY[spec.name] = spec
-    tiny_kwargs = dict(
-        depth=TINY_DEPTH,
-        embed_dim=TINY_WIDTH,
-        num_heads=TINY_HEADS,
-        img_size=spec.patch_size * TINY_GRID,
-    )
+    tiny_kwargs = {
+        "depth": TINY_DEPTH,
+        "embed_dim": TINY_WIDTH,
+        "num_heads": TINY_HEADS,
+        "img_size": spec.patch_size * TINY_GRID,
+        **spec.tiny_kwargs,
+    }
     _REGISTRY[spec.name + "_tiny"] = dataclasses.replace(
         spec,
         name=spec.name + "_tiny",
@@ -195,6 +209,55 @@ _add(
         family="eva02",
         description="EVA-02 ViT-B/14 (MIM pretrained IN-22k)",
         final_norm="fc_norm",
+    )
+)
+
+
+# DINOv3 (Meta's release names; the files are distributed on request under the DINOv3 license). The
+# released ViT-S/B/L files carry ``qkv.bias`` with an all-zero ``qkv.bias_mask`` (the bias is
+# multiplied by the mask), so timm's bias-free ``vit_*_patch16_dinov3`` is the exact architecture;
+# weights.py refuses a file whose masked bias is not zero instead of dropping it.
+_DINOV3 = {  # size letter -> (timm size word, width, depth, release hash)
+    "s": ("small", 384, 12, "08c60483"),
+    "b": ("base", 768, 12, "73cec8be"),
+    "l": ("large", 1024, 24, "8aa4cbdd"),
+}
+for _letter, (_word, _width, _depth, _hash) in _DINOV3.items():
+    _add(
+        BackboneSpec(
+            name=f"dinov3_vit{_letter}16",
+            timm_name=f"vit_{_word}_patch16_dinov3.lvd1689m",
+            patch_size=16,
+            width=_width,
+            depth=_depth,
+            num_prefix_tokens=5,  # CLS + 4 storage tokens
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            family="dinov3",
+            description=f"DINOv3 ViT-{_letter.upper()}/16 (LVD-1689M, RoPE, 4 storage tokens)",
+            official_file=f"dinov3_vit{_letter}16_pretrain_lvd1689m-{_hash}.pth",
+        )
+    )
+
+_add(
+    BackboneSpec(
+        name="sam_vitb16",
+        timm_name="samvit_base_patch16.sa1b",
+        patch_size=16,
+        width=768,  # dense features are the last block's tokens, before the 256-d neck
+        depth=12,
+        num_prefix_tokens=0,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        family="sam",
+        description="SAM ViT-B/16 image encoder (SA-1B, 1024x1024 canvas, windowed attention)",
+        official_file="sam_vit_b_01ec64.pth",
+        official_url="https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+        final_norm=None,
+        # tiny twin: 8x8-patch canvas, 4x4 windows, block 1 global, 16-d neck
+        tiny_kwargs={"img_size": 128, "window_size": 4, "global_attn_indexes": (1,), "neck_chans": 16},
+        dynamic_img_size=False,
+        fixed_canvas=True,
     )
 )
 

@@ -10,8 +10,14 @@ Sources, in the order :func:`resolve_weights` tries them:
 
 Every file goes through timm's own ``checkpoint_filter_fn`` for the architecture, so official DINOv2
 keys are converted exactly as timm converts them (``mask_token`` dropped, ``register_tokens`` ->
-``reg_token`` with ``cls_token + pos_embed[:, 0]``, SwiGLU ``w12/w3`` -> ``fc1/fc2``). ``.pth`` files are
-read with ``weights_only=True`` only.
+``reg_token`` with ``cls_token + pos_embed[:, 0]``, SwiGLU ``w12/w3`` -> ``fc1/fc2``; DINOv3
+``storage_tokens`` -> ``reg_token``, ``ls1/ls2.gamma`` -> ``gamma_1/2``; SAM ``image_encoder.*`` kept,
+``mlp.lin*`` -> ``mlp.fc*``, prompt encoder and mask decoder dropped). ``.pth`` files are read with
+``weights_only=True`` only.
+
+DINOv3 files get two checks first (:func:`check_dinov3_release`), because timm's converter discards
+these keys silently: the masked ``qkv.bias`` must be zero (timm's DINOv3 ViTs have no qkv bias) and the
+stored RoPE ``periods`` must equal the ones timm computes.
 """
 
 from __future__ import annotations
@@ -79,13 +85,46 @@ def _filter_fn(spec: BackboneSpec) -> Callable:
     return functools.partial(fn, **spec.filter_kwargs) if spec.filter_kwargs else fn
 
 
+def check_dinov3_release(sd: dict[str, torch.Tensor], model: nn.Module, what: str) -> dict[str, torch.Tensor]:
+    """Official DINOv3 layout: verify and drop ``attn.qkv.bias``/``bias_mask`` and ``rope_embed.periods``.
+
+    The release computes ``bias * bias_mask``; the S/B/L files hold zeros in both. A file with a non-zero
+    masked bias needs the ``*_qkvb`` architecture, so it is refused rather than silently truncated.
+    """
+    out = dict(sd)
+    if not any(k.endswith("attn.q_bias") for k in model.state_dict()):  # *_qkvb: timm splits the bias
+        for k in [k for k in sd if k.endswith("attn.qkv.bias")]:
+            bias = out.pop(k)
+            mask = out.pop(k + "_mask", None)
+            if bias.device.type == "meta":
+                continue
+            effective = bias.float() * mask.float() if mask is not None else bias.float()
+            if not bool(torch.isfinite(effective).all()) or bool(effective.abs().max() > 0):
+                raise Tune3DError(
+                    f"{what}: {k} is non-zero after its bias_mask; the bias-free timm DINOv3 architecture "
+                    "cannot hold it (a *_qkvb variant would be needed)"
+                )
+    periods = out.pop("rope_embed.periods", None)
+    ref = getattr(getattr(model, "rope", None), "periods", None)
+    if periods is None or ref is None or "meta" in (periods.device.type, ref.device.type):
+        return out
+    if periods.shape != ref.shape or not torch.allclose(periods.float().cpu(), ref.float().cpu(), rtol=1e-4):
+        raise Tune3DError(
+            f"{what}: rope_embed.periods {periods.flatten()[:4].tolist()} differ from the model's "
+            f"{ref.flatten()[:4].tolist()} (another RoPE base or head size?)"
+        )
+    return out
+
+
 def convert_state_dict(
-    state_dict: dict[str, torch.Tensor], model: nn.Module, spec: BackboneSpec
+    state_dict: dict[str, torch.Tensor], model: nn.Module, spec: BackboneSpec, what: str = "checkpoint"
 ) -> dict[str, torch.Tensor]:
     """Convert any supported layout (official release, timm, OpenCLIP...) to ``model``'s timm keys."""
     sd = dict(state_dict)  # timm's filters pop keys; keep the caller's dict intact
     if "module." in next(iter(sd)):
         sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    if spec.family == "dinov3" and "storage_tokens" in sd:
+        sd = check_dinov3_release(sd, model, what)
     return _filter_fn(spec)(sd, model)
 
 
@@ -133,7 +172,9 @@ def check_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, what: str, s
 def load_into(model: nn.Module, state_dict: dict[str, torch.Tensor], spec: BackboneSpec, what: str) -> None:
     """Convert ``state_dict`` with timm's filter, check it and load it strictly into ``model``."""
     try:
-        sd = convert_state_dict(state_dict, model, spec)
+        sd = convert_state_dict(state_dict, model, spec, what)
+    except Tune3DError:
+        raise
     except Exception as e:  # timm's converters raise plain errors on malformed input
         raise Tune3DError(
             f"{what}: cannot convert checkpoint for {spec.name} ({type(e).__name__}: {e})"
