@@ -85,7 +85,8 @@ def corrupt(scene: Path, layout: str, how: tuple) -> None:
     kind, i = how[0], how[1]
     files = _files(scene, layout, i)
     if kind == "truncate_image":
-        files["image"].write_bytes(files["image"].read_bytes()[: how[2]])
+        if files["image"].is_file():  # an earlier corruption may have deleted it
+            files["image"].write_bytes(files["image"].read_bytes()[: how[2]])
     elif kind == "delete_image":
         files["image"].unlink(missing_ok=True)
     elif kind == "resize_image":
@@ -111,7 +112,12 @@ def corrupt(scene: Path, layout: str, how: tuple) -> None:
             if kind == "intrinsics_text":
                 path.write_text(how[2])
                 return
-            m = np.loadtxt(path)
+            try:  # an earlier corruption may have left text that is not a matrix
+                m = np.atleast_1d(np.loadtxt(path, ndmin=1))
+            except ValueError:
+                return
+            if m.size == 0:
+                return
             m.reshape(-1)[how[2] % m.size] = how[3]
             np.savetxt(path, m)
             return
@@ -135,7 +141,13 @@ def check_outcome(r, what: str) -> None:
     assert r.returncode == 2 and len(errors) == 1 and lines[-1] == errors[0], (what, r.returncode, r.stderr)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: the same 15 examples every run, so CI is repeatable (a new seed is a new test, run by hand).
+@settings(
+    max_examples=15,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(layout=st.sampled_from(["tune3d", "7scenes"]), hows=st.lists(CORRUPTION, min_size=1, max_size=2))
 def test_every_command_succeeds_or_fails_in_one_line(clean, layout, hows):
     with tempfile.TemporaryDirectory() as tmp:
