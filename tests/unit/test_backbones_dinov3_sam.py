@@ -269,3 +269,14 @@ def test_tune3d_export_roundtrip(tmp_path, name):
     assert back.name == name
     x = torch.rand(1, 3, 48, 64)
     assert torch.equal(src.forward_features(x).patch, back.forward_features(x).patch)
+
+
+@pytest.mark.parametrize("name", ["dinov2_vits14_reg_tiny", "dinov3_vits16_tiny", "sam_vitb16_tiny"])
+def test_cls_width_matches_the_returned_class_token(name):
+    # The paper depth probe sizes its head from cls_width: it must agree with what forward_features returns.
+    bb = create_backbone(name, allow_random_init=True, device="cpu")
+    f = bb.forward_features(torch.rand(1, 3, 32, 48))
+    if name.startswith("sam"):
+        assert bb.cls_width == 0 and f.cls is None
+    else:
+        assert bb.cls_width == bb.width == f.cls.shape[1]

@@ -115,6 +115,12 @@ class Backbone(nn.Module):
         return self.spec.width
 
     @property
+    def cls_width(self) -> int:
+        """Width of the class token :meth:`forward_features` returns as ``cls`` (0 when the model has
+        none, e.g. SAM); the depth probe concatenates it to every patch feature."""
+        return self.width if getattr(self.timm_model, "cls_token", None) is not None else 0
+
+    @property
     def depth(self) -> int:
         return len(self.timm_model.blocks)
 
