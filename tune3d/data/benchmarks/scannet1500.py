@@ -1,0 +1,90 @@
+"""ScanNet-1500 two-view pose test set in the LoFTR layout (the 1500 SuperGlue pairs).
+
+``ROOT/test.npz`` holds ``name``: ``N,4`` integers ``(scene, sub_scene, frame0, frame1)``;
+``ROOT/intrinsics.npz`` maps ``sceneXXXX_YY`` to the 3x3 colour intrinsics of the 640x480 frames; frames
+live in ``ROOT/scannet_test_1500/sceneXXXX_YY/color/<frame>.jpg`` with camera-to-world poses in
+``.../pose/<frame>.txt`` (scene folders directly in ROOT are accepted too). The ground-truth relative pose
+is LoFTR's ``T_0to1 = inv(c2w_1) @ c2w_0`` (maps camera-0 points into camera 1).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tune3d.errors import Tune3DError
+
+LAYOUT = (
+    "ROOT/test.npz ('name': N x 4 ints scene, sub-scene, frame0, frame1), ROOT/intrinsics.npz "
+    "(sceneXXXX_YY -> 3x3 K) and ROOT/scannet_test_1500/sceneXXXX_YY/{color/F.jpg,pose/F.txt}"
+)
+
+
+@dataclass(frozen=True)
+class PosePair:
+    """One test pair: images, intrinsics (3x3 each) and ``T_0to1`` (4x4)."""
+
+    name: str
+    image0: Path
+    image1: Path
+    K0: np.ndarray
+    K1: np.ndarray
+    T_0to1: np.ndarray
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise Tune3DError(f"{path}: file not found; ScanNet-1500 expects {LAYOUT}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise Tune3DError(f"{path}: unreadable .npz ({e})") from None
+
+
+def _read_pose(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise Tune3DError(f"{path}: file not found (named by the pair list)")
+    try:
+        m = np.array([float(x) for x in path.read_text().split()], dtype=np.float64)
+    except (ValueError, OSError, UnicodeDecodeError):
+        raise Tune3DError(f"{path}: pose is not 16 numbers") from None
+    if m.size != 16 or not np.isfinite(m).all():
+        raise Tune3DError(f"{path}: pose must be 16 finite numbers (4x4 camera-to-world)")
+    return m.reshape(4, 4)
+
+
+def read_scannet1500(root: str | Path, limit: int | None = None) -> list[PosePair]:
+    """The pairs of ``root/test.npz`` (first ``limit`` if given), every file checked to exist."""
+    root = Path(root)
+    if not root.is_dir():
+        raise Tune3DError(f"{root}: dataset root not found; expected {LAYOUT}")
+    index = _load_npz(root / "test.npz")
+    names = index.get("name")
+    if names is None or names.ndim != 2 or names.shape[1] != 4 or not np.issubdtype(names.dtype, np.integer):
+        raise Tune3DError(f"{root / 'test.npz'}: 'name' must be an N x 4 integer array")
+    intr = _load_npz(root / "intrinsics.npz")
+    data = root / "scannet_test_1500" if (root / "scannet_test_1500").is_dir() else root
+    pairs = []
+    for scene, sub, f0, f1 in names[:limit]:
+        sname = f"scene{int(scene):04d}_{int(sub):02d}"
+        if sname not in intr:
+            raise Tune3DError(f"{root / 'intrinsics.npz'}: no intrinsics for {sname}")
+        K = np.asarray(intr[sname], dtype=np.float64).reshape(-1)
+        if K.size != 9 or not np.isfinite(K).all():
+            raise Tune3DError(f"{root / 'intrinsics.npz'}: intrinsics of {sname} are not a finite 3x3")
+        K = K.reshape(3, 3)
+        imgs = [data / sname / "color" / f"{int(f)}.jpg" for f in (f0, f1)]
+        for p in imgs:
+            if not p.is_file():
+                raise Tune3DError(f"{p}: file not found (named by {root / 'test.npz'})")
+        c2w0 = _read_pose(data / sname / "pose" / f"{int(f0)}.txt")
+        c2w1 = _read_pose(data / sname / "pose" / f"{int(f1)}.txt")
+        T = np.linalg.inv(c2w1) @ c2w0
+        pairs.append(PosePair(f"{sname}/{int(f0)}-{int(f1)}", imgs[0], imgs[1], K, K.copy(), T))
+    if not pairs:
+        raise Tune3DError(f"{root / 'test.npz'}: lists no pairs")
+    return pairs
