@@ -69,10 +69,18 @@ def synth(
 def info(
     path: Path = typer.Argument(..., help="A scene folder (any supported layout) or a folder of scenes."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per line."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="Read PATH as this benchmark dataset (see `tune3d datasets`)."
+    ),
+    split: str = typer.Option("val", "--split", help="Split of --dataset [val]."),
+    task: str | None = typer.Option(None, "--task", help="Task of --dataset [its main task]."),
 ) -> None:
-    """Summarize a scene: frames, camera, depth/labels, points, splits."""
+    """Summarize a scene: frames, camera, depth/labels, points, splits (or a benchmark dataset's split)."""
     from tune3d.data import find_scene_dirs, load_scene
 
+    if dataset is not None:
+        _dataset_info(path, dataset, split, task, as_json)
+        return
     for d in find_scene_dirs(path):
         s = scene_info(load_scene(d))
         if as_json:
@@ -84,6 +92,28 @@ def info(
             f"depth={'yes' if s['has_depth'] else 'no'} labels={'yes' if s['has_semantics'] else 'no'} "
             f"points={s['num_points']} splits={s['splits'] or '-'}"
         )
+
+
+def _dataset_info(path: Path, name: str, split: str, task: str | None, as_json: bool) -> None:
+    from tune3d.data.benchmarks import open_dataset
+
+    ds = open_dataset(name, path, split, task)
+    s = {
+        "dataset": name,
+        "root": str(path),
+        "split": split,
+        "task": ds.task,
+        "num_samples": len(ds),
+        "num_classes": ds.num_classes,
+        "class_names": ds.class_names,
+        "max_depth": ds.max_depth if ds.task == "depth" else None,
+        "eval_crop": ds.info.eval_crop if ds.task == "depth" else None,
+    }
+    if as_json:
+        typer.echo(json.dumps(s))
+    else:
+        extra = f"{s['num_classes']} classes" if ds.task == "semseg" else f"max depth {s['max_depth']} m"
+        typer.echo(f"{name} [{split}] {ds.task}: {len(ds)} samples, {extra} ({path})")
 
 
 @data_app.command("convert")

@@ -53,8 +53,10 @@ def class_names_of(scenes: list[Any]) -> list[str] | None:
 def probe_cmd(
     task: str = typer.Option(..., "--task", "-t", help="semseg | depth."),
     backbone: str = typer.Option(..., "--backbone", "-b", help="Registry name, see `tune3d backbones`."),
-    train: Path = typer.Option(..., "--train", help="Scene or folder of scenes to train the probe on."),
-    test: Path = typer.Option(..., "--test", help="Scene or folder of scenes to evaluate on."),
+    train: Path | None = typer.Option(
+        None, "--train", help="Scene or folder of scenes to train the probe on."
+    ),
+    test: Path | None = typer.Option(None, "--test", help="Scene or folder of scenes to evaluate on."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (metrics.json, head, predictions)."),
     mode: str = typer.Option(
         "original", "--mode", "-m", help="original | finetuned | assembled | duplicated."
@@ -85,12 +87,25 @@ def probe_cmd(
     seed: int | None = typer.Option(None, "--seed"),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="Benchmark dataset (see `tune3d datasets`) instead of --train/--test."
+    ),
+    root: Path | None = typer.Option(None, "--root", help="Root folder of --dataset."),
+    split_train: str = typer.Option("train", "--split-train", help="Training split of --dataset."),
+    split_test: str = typer.Option("val", "--split-test", help="Evaluation split of --dataset."),
+    protocol: str = typer.Option(
+        "fast",
+        "--protocol",
+        help="fast (cached features) | paper (full DINOv2/FiT3D protocol); --dataset only.",
+    ),
+    amp: str = typer.Option("none", "--amp", help="paper: backbone precision on GPU, none | fp16 | bf16."),
+    workers: int = typer.Option(0, "--workers", min=0, help="paper: data-loading/augmentation workers."),
 ) -> None:
     """Train and evaluate a linear probe (DINOv2/FiT3D protocol) on frozen backbone features.
 
     Modes: `original` (the base model), `finetuned` (the --finetuned model alone), `assembled` (both,
     concatenated: FiT3D's test-time assembly) and `duplicated` (the original twice: the doubled-width
-    control).
+    control). Data: scenes (--train/--test) or a benchmark dataset (--dataset NAME --root ROOT).
     """
     from tune3d.fit3d.assembly import ASSEMBLY_MODES, build_assembled
     from tune3d.probe import TASKS, ProbeConfig, run_probe
@@ -99,12 +114,31 @@ def probe_cmd(
         raise Tune3DError(f"--task {task!r}: choose one of {', '.join(TASKS)}")
     if mode not in ASSEMBLY_MODES:
         raise Tune3DError(f"--mode {mode!r}: choose one of {', '.join(ASSEMBLY_MODES)}")
-    for flag, p in (("--train", train), ("--test", test)):
-        if not p.exists():
-            raise Tune3DError(f"{p}: {flag} data not found")
-    # data first: a missing label set fails before any model is built
-    train_samples, train_scenes = scene_samples(train, task, train_frames)
-    test_samples, test_scenes = scene_samples(test, task, test_frames)
+    if amp not in ("none", "fp16", "bf16"):
+        raise Tune3DError(f"--amp {amp!r}: choose none, fp16 or bf16")
+    if dataset is not None:
+        if root is None:
+            raise Tune3DError("--dataset needs --root (the dataset's folder)")
+        if train is not None or test is not None:
+            raise Tune3DError("--dataset reads its own splits; leave out --train/--test")
+        from tune3d.data.benchmarks import open_dataset
+        from tune3d.probe.datasets import PROTOCOLS
+
+        if protocol not in PROTOCOLS:
+            raise Tune3DError(f"--protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+        for split in (split_train, split_test):  # a bad layout fails before any model is built
+            open_dataset(dataset, root, split, task)
+    else:
+        if train is None or test is None:
+            raise Tune3DError("give --train and --test scenes, or --dataset NAME --root ROOT")
+        if protocol != "fast":
+            raise Tune3DError("--protocol paper needs --dataset (scene folders use the fast protocol)")
+        for flag, p in (("--train", train), ("--test", test)):
+            if not p.exists():
+                raise Tune3DError(f"{p}: {flag} data not found")
+        # data first: a missing label set fails before any model is built
+        train_samples, train_scenes = scene_samples(train, task, train_frames)
+        test_samples, test_scenes = scene_samples(test, task, test_frames)
     cfg = ProbeConfig(image_size=_as_list(parse_hw(resolution)), cache_features=cache_features)
     for name, value in (
         ("iters", iters),
@@ -126,17 +160,42 @@ def probe_cmd(
         allow_random_init=allow_random_init,
         device=dev,
     )
-    class_names = class_names_of(train_scenes) if task == "semseg" else None
-    run_info = {
-        "command": "probe",
-        "train": str(train),
-        "test": str(test),
-        "train_frames": train_frames,
-        "test_frames": test_frames,
-    }
-    metrics = run_probe(
-        task, model, train_samples, test_samples, cfg, out, class_names=class_names, run_info=run_info
-    )
+    if dataset is not None:
+        from tune3d.probe.datasets import run_dataset_probe
+        from tune3d.probe.paper import PAPER_ITERS, PaperOptions
+
+        paper_options = PaperOptions(amp=amp, num_workers=workers)
+        if protocol == "paper":
+            cfg.iters = iters if iters is not None else PAPER_ITERS[task]
+            if batch_size is not None:
+                paper_options.batch_size = batch_size
+
+        metrics = run_dataset_probe(
+            dataset,
+            root,
+            task,
+            model,
+            cfg,
+            out,
+            split_train=split_train,
+            split_test=split_test,
+            protocol=protocol,
+            run_info={"command": "probe"},
+            max_depth_set=max_depth is not None,
+            paper_options=paper_options,
+        )
+    else:
+        class_names = class_names_of(train_scenes) if task == "semseg" else None
+        run_info = {
+            "command": "probe",
+            "train": str(train),
+            "test": str(test),
+            "train_frames": train_frames,
+            "test_frames": test_frames,
+        }
+        metrics = run_probe(
+            task, model, train_samples, test_samples, cfg, out, class_names=class_names, run_info=run_info
+        )
     if task == "semseg":
         summary = f"mIoU {metrics['mIoU']:.4f}, mAcc {metrics['mAcc']:.4f}, aAcc {metrics['aAcc']:.4f}"
     else:

@@ -101,6 +101,7 @@ def run_probe(
     num_classes: int | None = None,
     class_names: list[str] | None = None,
     run_info: dict[str, Any] | None = None,
+    eval_mask: Any = None,
 ) -> dict[str, Any]:
     """Train and evaluate a linear probe of ``backbone`` for ``task`` ("semseg" or "depth").
 
@@ -108,7 +109,9 @@ def run_probe(
     ``forward_features(images, norm=, resize=)`` returning ``.patch``/``.cls``). ``train_samples`` /
     ``test_samples``: sequences of ``(image, target)`` (e.g. :class:`~tune3d.probe.data.SceneSamples`).
     For segmentation ``num_classes`` defaults to ``len(class_names)`` or to the largest label seen + 1.
-    ``run_info`` (data paths, CLI arguments) is recorded in ``config.yaml``. Returns the metrics dict.
+    ``run_info`` (data paths, CLI arguments) is recorded in ``config.yaml``. ``eval_mask`` (depth only):
+    ``fn(depth H,W numpy) -> bool H,W`` restricting the evaluated pixels (a dataset's Eigen/Garg crop).
+    Returns the metrics dict; segmentation metrics also appear as ``miou``/``macc``/``aacc``.
     """
     cfg = cfg.resolve(task)
     out = Path(out_dir)
@@ -145,11 +148,13 @@ def run_probe(
     else:
         head = train_depth_probe(train_bank, cfg)
         t_train = time.perf_counter() - t1
-        metrics = evaluate_depth_probe(head, test_bank, cfg)
+        metrics = evaluate_depth_probe(head, test_bank, cfg, eval_mask)
     save_safetensors_atomic(
         head.state_dict(), out / "head.safetensors", metadata={"task": task, **backbone_info(backbone)}
     )
     write_json(out / "history.json", head.history)
+    if task == "semseg":
+        metrics = {"miou": metrics["mIoU"], "macc": metrics["mAcc"], "aacc": metrics["aAcc"], **metrics}
     metrics = {
         **metrics,
         "task": task,

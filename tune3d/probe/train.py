@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -204,16 +205,24 @@ def evaluate_seg_probe(
     }
 
 
-def evaluate_depth_probe(head: BinnedDepthHead, bank: FeatureBank, cfg: ProbeConfig) -> dict[str, Any]:
+def evaluate_depth_probe(
+    head: BinnedDepthHead, bank: FeatureBank, cfg: ProbeConfig, eval_mask: Callable | None = None
+) -> dict[str, Any]:
     """Depth metrics of :mod:`tune3d.metrics.depth` (per image over ``min_depth <= gt <= max_depth``,
-    averaged over images, no alignment): abs_rel, sq_rel, rmse, rmse_log, log10, delta1-3, silog."""
+    averaged over images, no alignment): abs_rel, sq_rel, rmse, rmse_log, log10, delta1-3, silog.
+
+    ``eval_mask(gt H,W numpy) -> bool H,W`` further restricts the pixels (e.g. the Eigen crop)."""
     from tune3d.metrics.depth import DepthMetricAccumulator
 
     _check_bank(bank, "depth probe evaluation")
     acc = DepthMetricAccumulator(min_depth=cfg.min_depth, max_depth=cfg.max_depth, align="none")
     bar = tqdm(total=len(bank), desc="depth eval", disable=not cfg.progress, dynamic_ncols=True)
     for idx in _eval_batches(bank, cfg.eval_batch_size):
-        acc.update(predict_depth(head, bank, idx, cfg), bank.targets[idx].float())
+        gt = bank.targets[idx].float()
+        mask = None
+        if eval_mask is not None:
+            mask = torch.stack([torch.from_numpy(np.asarray(eval_mask(g.numpy()), dtype=bool)) for g in gt])
+        acc.update(predict_depth(head, bank, idx, cfg), gt, mask)
         bar.update(len(idx))
     bar.close()
     return {**acc.compute(), "num_images": acc.count}
