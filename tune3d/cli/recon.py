@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
     @app.command("reconstruct")
     def reconstruct(
         images: list[Path] = typer.Argument(
-            ..., help="Input images (pairs with the first for DUSt3R/MASt3R)."
+            ..., help="Input images and/or folders of images (at least two)."
         ),
         out: Path = typer.Option(..., "--out", help="Output folder."),
         model: str | None = typer.Option(None, "--model", help="Registry name (default: model.json)."),
@@ -71,24 +71,72 @@ def register(app: typer.Typer) -> None:
         ),
         previews: bool = typer.Option(True, "--previews/--no-previews", help="Write PNG previews."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+        align: str = typer.Option(
+            "global", "--align", help="Pairwise models: global (pair graph + global alignment) | none."
+        ),
+        graph: str = typer.Option(
+            "complete", "--graph", help="Pair graph: complete | swin-K | logwin-K | oneref-I."
+        ),
+        niter: int = typer.Option(300, "--niter", min=0, help="Global-alignment steps."),
+        poses: Path | None = typer.Option(
+            None, "--poses", help="Known cameras: a cameras.json or a scene folder, one view per image."
+        ),
+        intrinsics: Path | None = typer.Option(
+            None, "--intrinsics", help="Known K of the input images: text 3x3 matrix or 'fx fy cx cy'."
+        ),
+        export: str = typer.Option("", "--export", help="Extra exports, comma-separated: colmap, glb."),
     ) -> None:
-        """Reconstruct images: predictions.npz, points.ply, cameras.json, previews/.
+        """Reconstruct images: predictions.npz, points.ply, cameras.json, previews/ (+ colmap/, scene.glb).
 
-        Pairwise models (DUSt3R, MASt3R) pair every image with the first and report all pointmaps in
-        image 1's frame; CUT3R and VGGT take all images at once.
+        Pairwise models (DUSt3R, MASt3R) run every pair of the pair graph and fuse them by global
+        alignment (``--align none``: every image paired with the first); CUT3R and VGGT take all images
+        in one forward. Outputs are in image 1's camera frame unless ``--poses`` gives the world.
         """
         from tune3d.io import write_yaml
-        from tune3d.recon.export import export_reconstruction
-        from tune3d.recon.inference import default_conf_threshold, prepare_images
+        from tune3d.recon.export import export_extras, export_reconstruction, parse_exports
+        from tune3d.recon.graph import parse_graph
+        from tune3d.recon.inference import ALIGN_MODES, default_conf_threshold, list_images, prepare_images
         from tune3d.recon.inference import reconstruct as run
 
+        exports = parse_exports(export)
+        if align not in ALIGN_MODES:
+            raise Tune3DError(f"--align {align!r}: expected one of {', '.join(ALIGN_MODES)}")
+        parse_graph(graph)
+        images = list_images(images)
         name, net = _build(model, weights, allow_random_init, adapter, device)
+        if len(images) < 2:
+            where = images[0] if images else "reconstruct"
+            raise Tune3DError(f"{where}: need at least two images, got {len(images)}")
         prep = prepare_images(images, net, size=size, mode=mode)
-        recon = run(net, prep.images)
+        known_c2w = known_K = None
+        for given in (poses, intrinsics):
+            if given is not None and (net.num_views != 2 or align != "global"):
+                raise Tune3DError(f"{given}: known cameras are used by global alignment (DUSt3R/MASt3R)")
+        if poses is not None:
+            from tune3d.recon.known_cameras import load_known_cameras
+
+            known_c2w, known_K = load_known_cameras(poses, prep, use_intrinsics=intrinsics is None)
+        if intrinsics is not None:
+            from tune3d.recon.known_cameras import load_intrinsics
+
+            known_K = load_intrinsics(intrinsics, prep)
+        recon = run(
+            net,
+            prep.images,
+            align=align,
+            graph=graph,
+            known_K=known_K,
+            known_c2w=known_c2w,
+            niter=niter,
+            progress=True,
+        )
         if conf_threshold is None:
             conf_threshold = default_conf_threshold(net, recon.conf, prep.valid.numpy())
         summary = export_reconstruction(
             out, recon, prep.colors, prep.valid.numpy(), prep.names, conf_threshold, previews
+        )
+        summary["files"] += export_extras(
+            out, recon, prep.colors, prep.valid.numpy(), prep.names, conf_threshold, exports
         )
         write_yaml(
             out / "config.yaml",
@@ -102,6 +150,12 @@ def register(app: typer.Typer) -> None:
                 "conf_threshold": conf_threshold,
                 "camera_source": recon.camera_source,
                 "pairs": [list(p) for p in recon.pairs],
+                "align": align if net.num_views == 2 else "one_forward",
+                "graph": graph if net.num_views == 2 and align == "global" else None,
+                "niter": niter,
+                "poses": str(poses) if poses else None,
+                "intrinsics": str(intrinsics) if intrinsics else None,
+                "export": exports,
             },
         )
         typer.echo(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from tune3d.recon._factory import create_model
 from tune3d.recon._registry import ModelEntry, get_entry, list_models, register_model
+from tune3d.recon.global_alignment import GlobalAlignment, global_alignment
 from tune3d.recon.interface import ReconModel, ReconOutput
 from tune3d.recon.models import CUT3R, VGGT, DUSt3R, MASt3R
 
@@ -18,12 +19,14 @@ __all__ = [
     "CUT3R",
     "VGGT",
     "DUSt3R",
+    "GlobalAlignment",
     "MASt3R",
     "ModelEntry",
     "ReconModel",
     "ReconOutput",
     "create_model",
     "get_entry",
+    "global_alignment",
     "list_models",
     "register_model",
 ]

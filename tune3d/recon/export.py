@@ -121,3 +121,52 @@ def export_reconstruction(
         write_point_cloud_preview(out / "previews" / "points.png", recon, images, valid, conf_threshold)
         files.append("previews/")
     return {"views": S, "height": H, "width": W, "points": n_points, "files": files}
+
+
+EXPORTS = ("colmap", "glb")
+
+
+def parse_exports(spec: str) -> list[str]:
+    """``"colmap,glb"`` -> ``["colmap", "glb"]``; an unknown name is a user error."""
+    from tune3d.errors import Tune3DError
+
+    names = [s.strip().lower() for s in spec.split(",") if s.strip()]
+    bad = [n for n in names if n not in EXPORTS]
+    if bad:
+        raise Tune3DError(f"--export {spec!r}: unknown export {bad[0]!r}; expected {', '.join(EXPORTS)}")
+    return list(dict.fromkeys(names))
+
+
+def export_extras(
+    out: str | os.PathLike,
+    recon,
+    images: np.ndarray,
+    valid: np.ndarray,
+    names: list[str],
+    conf_threshold: float,
+    exports: list[str],
+) -> list[str]:
+    """``colmap`` -> ``out/colmap/`` (:mod:`tune3d.recon.export_colmap`), ``glb`` -> ``out/scene.glb``
+    (:mod:`tune3d.recon.export_glb`), from the confident points; returns the names written."""
+    from tune3d.errors import Tune3DError
+
+    if not exports:
+        return []
+    if recon.c2w is None or recon.K is None:
+        raise Tune3DError(f"{out}: this model predicts no cameras; --export needs them")
+    out = Path(out)
+    S, H, W = recon.conf.shape
+    mask = confidence_mask(recon.conf, conf_threshold, valid) & np.isfinite(recon.pts3d).all(-1)
+    points, colors = recon.pts3d[mask], images[mask]
+    written = []
+    if "colmap" in exports:
+        from tune3d.recon.export_colmap import export_colmap
+
+        export_colmap(out / "colmap", recon.c2w, recon.K, images, names, points, colors)
+        written.append("colmap/")
+    if "glb" in exports:
+        from tune3d.recon.export_glb import export_glb
+
+        export_glb(out / "scene.glb", points, colors, recon.c2w, recon.K, H, W)
+        written.append("scene.glb")
+    return written

@@ -12,11 +12,14 @@ Each family gets its images the way its official demo prepares them:
   ``size x size`` square with white (1.0). Images of different shapes are padded to a common shape
   with white. Transparent pixels are composited on white.
 
-:func:`reconstruct` runs the model: one forward over all images for N-view models (CUT3R, VGGT); for
-pairwise models (DUSt3R, MASt3R) every image ``i > 1`` is paired with image 1 (``(1, i)``) so all
-pointmaps are reported in image 1's frame (image 1's own prediction comes from the first pair). Each
-image's own-frame depth comes from a head where the model has one: VGGT's depth head, CUT3R's self-view
-head, and for pairwise models the self-view head of the pair ``(i, 1)``.
+:func:`reconstruct` runs the model: one forward over all images for VGGT, CUT3R streamed frame by frame
+through its recurrent state (:mod:`tune3d.recon.streaming`, same arithmetic, flat memory). For
+pairwise models (DUSt3R, MASt3R) ``align="global"`` (default) runs every pair of a pair graph
+(:mod:`tune3d.recon.graph`) in batches and fuses them by :func:`tune3d.recon.global_alignment`;
+``align="none"`` pairs every image ``i > 1`` with image 1 (``(1, i)``) so all pointmaps are reported in
+image 1's frame (image 1's own prediction comes from the first pair). Each image's own-frame depth
+comes from a head where the model has one: VGGT's depth head, CUT3R's self-view head, for pairwise
+models the self-view head of the pair ``(i, 1)`` or the aligned depth map.
 """
 
 from __future__ import annotations
@@ -255,14 +258,133 @@ def _first_frame_normalised_c2w(c2w: Tensor) -> Tensor:
     return invert_rigid(c2w[:1]) @ c2w
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Image paths from files and folders (a folder gives its image files sorted by name)."""
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise Tune3DError(f"{p}: folder has no images ({', '.join(IMAGE_SUFFIXES)})")
+            paths.extend(found)
+        else:
+            paths.append(p)
+    return paths
+
+
 @torch.no_grad()
-def reconstruct(model: ReconModel, images: Tensor, batch_pairs: int = 4) -> Reconstruction:
-    """Run ``model`` on images ``S,3,H,W`` of one scene; collect per-image outputs (see the module doc)."""
-    from tune3d.geometry.pose import estimate_focal_from_pointmap, pose_from_pointmaps
+def pairwise_predictions(
+    model: ReconModel,
+    images: Tensor,
+    edges: Sequence[tuple[int, int]],
+    batch_pairs: int = 4,
+    progress: bool = False,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Run a pairwise model on ``edges`` of images ``S,3,H,W`` in batches of ``batch_pairs``.
+
+    Returns ``pts_i``, ``pts_j`` ``E,H,W,3`` (views ``i`` and ``j`` in view ``i``'s frame) and
+    ``conf_i``, ``conf_j`` ``E,H,W``, on the CPU in float32.
+    """
+    from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
     x = images.to(device)
+    pi, pj, ci, cj = [], [], [], []
+    bar = tqdm(total=len(edges), desc="pairs", unit="pair", disable=not progress, leave=False)
+    for k in range(0, len(edges), batch_pairs):
+        chunk = edges[k : k + batch_pairs]
+        out = model(torch.stack([torch.stack([x[i], x[j]]) for i, j in chunk]))
+        pi.append(out.pts3d[:, 0].float().cpu())
+        pj.append(out.pts3d[:, 1].float().cpu())
+        ci.append(out.pts3d_conf[:, 0].float().cpu())
+        cj.append(out.pts3d_conf[:, 1].float().cpu())
+        bar.update(len(chunk))
+    bar.close()
+    return torch.cat(pi), torch.cat(pj), torch.cat(ci), torch.cat(cj)
+
+
+def _global_route(
+    model: ReconModel,
+    x: Tensor,
+    graph: str,
+    batch_pairs: int,
+    known_K: Tensor | None,
+    known_c2w: Tensor | None,
+    niter: int,
+    progress: bool,
+) -> Reconstruction:
+    from tune3d.geometry.cameras import invert_rigid
+    from tune3d.recon.global_alignment import global_alignment
+    from tune3d.recon.graph import check_connected, make_pairs
+
+    S = x.shape[0]
+    edges = make_pairs(S, graph)
+    check_connected(S, edges, f"pair graph {graph!r}")
+    pi, pj, ci, cj = pairwise_predictions(model, x, edges, batch_pairs, progress)
+    ga = global_alignment(
+        edges,
+        pi,
+        pj,
+        ci,
+        cj,
+        n_views=S,
+        known_K=known_K,
+        known_c2w=known_c2w,
+        niter=niter,
+        device=x.device,
+        progress=progress,
+    )
+    c2w, pts = ga.c2w.double().cpu(), ga.pts3d.double().cpu()
+    if known_c2w is None:  # report in image 1's camera frame, like the other routes
+        T = invert_rigid(c2w[0])
+        c2w = T @ c2w
+        pts = pts @ T[:3, :3].T + T[:3, 3]
+    return Reconstruction(
+        pts3d=pts.float().numpy(),
+        conf=ga.conf.float().cpu().numpy(),
+        depth=ga.depth.float().cpu().numpy(),
+        depth_conf=ga.conf.float().cpu().numpy(),
+        c2w=c2w.numpy(),
+        K=ga.K.double().cpu().numpy(),
+        camera_source="global_alignment",
+        pairs=[tuple(e) for e in edges],
+    )
+
+
+ALIGN_MODES = ("global", "none")
+
+
+@torch.no_grad()
+def reconstruct(
+    model: ReconModel,
+    images: Tensor,
+    batch_pairs: int = 4,
+    align: str = "global",
+    graph: str = "complete",
+    known_K: Tensor | np.ndarray | None = None,
+    known_c2w: Tensor | np.ndarray | None = None,
+    niter: int = 300,
+    progress: bool = False,
+) -> Reconstruction:
+    """Run ``model`` on images ``S,3,H,W`` of one scene; collect per-image outputs (see the module doc).
+
+    ``align``/``graph``/``known_K`` (``S,3,3`` at the model input)/``known_c2w`` (``S,4,4``)/``niter``
+    apply to pairwise models; N-view models always run one forward over all images.
+    """
+    from tune3d.geometry.pose import estimate_focal_from_pointmap, pose_from_pointmaps
+
+    if align not in ALIGN_MODES:
+        raise Tune3DError(f"--align {align!r}: expected one of {', '.join(ALIGN_MODES)}")
+    device = next(model.parameters()).device
+    x = images.to(device)
     S, _, H, W = x.shape
+    if model.num_views == 2 and align == "global" and S >= 2:
+        with torch.enable_grad():
+            return _global_route(model, x, graph, batch_pairs, known_K, known_c2w, niter, progress)
     if model.num_views == 2:
         if S == 1:
             pairs = [(0, 0)]
@@ -306,7 +428,12 @@ def reconstruct(model: ReconModel, images: Tensor, batch_pairs: int = 4) -> Reco
             camera_source="procrustes+focal",
             pairs=pairs,
         )
-    out = model(x[None])
+    if model_family(model) == "cut3r":  # one frame at a time through the recurrent state
+        from tune3d.recon.streaming import stream_output
+
+        out = stream_output(model, x, progress)
+    else:
+        out = model(x[None])
     if out.depth is not None:
         depth, dconf = out.depth[0], out.depth_conf[0]
     elif out.pts3d_self is not None and out.pts3d_self.shape[1] == S:

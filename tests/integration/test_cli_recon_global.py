@@ -1,0 +1,166 @@
+"""``tune3d reconstruct`` on many images: global alignment, pair graphs, known cameras, COLMAP/glb export."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> dict:
+    from tune3d.data import load_scene
+    from tune3d.data.synth import synth_dataset
+
+    root = tmp_path_factory.mktemp("recon_global")
+    path = synth_dataset(root / "data", scenes=1, views=5, resolution=(48, 64), seed=1, num_points=300)[0]
+    sc = load_scene(path)
+    folder = root / "images"
+    folder.mkdir()
+    for k, f in enumerate(sc.frames):
+        Image.fromarray(f.image()).save(folder / f"view{k}.png")
+    return {"root": root, "folder": folder, "scene": sc}
+
+
+FAST = ["--allow-random-init", "--size", "64", "--conf-threshold", "1", "--no-previews"]
+
+
+def test_global_alignment_route_and_exports_read_back(scene, cli):
+    import trimesh
+
+    from tune3d.data.readers.colmap import read_colmap
+
+    out = scene["root"] / "dust3r_global"
+    r = cli("reconstruct", scene["folder"], "--model", "dust3r_tiny", *FAST, "--graph", "swin-2",
+            "--niter", "20", "--export", "colmap,glb", "--out", out)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["camera_source"] == "global_alignment" and cfg["graph"] == "swin-2"
+    assert len(cfg["pairs"]) == 2 * 10  # 5 views, window 2, cyclic: 10 unordered pairs, both orders
+    pred = np.load(out / "predictions.npz")
+    S, H, W, _ = pred["pts3d"].shape
+    assert S == 5 and np.isfinite(pred["pts3d"]).all() and pred["c2w"].shape == (5, 4, 4)
+    frames = json.loads((out / "cameras.json").read_text())["frames"]
+    assert len(frames) == 5
+    c2w = np.array([f["c2w"] for f in frames])
+    K = np.array([f["K"] for f in frames])
+    np.testing.assert_allclose(c2w[0], np.eye(4), atol=1e-5)
+    rot = c2w[:, :3, :3]
+    np.testing.assert_allclose(rot @ rot.transpose(0, 2, 1), np.broadcast_to(np.eye(3), (5, 3, 3)), atol=1e-5)
+
+    # the COLMAP model reads back (binary, then text alone) with the same cameras
+    info = cli("data", "info", "--json", out / "colmap")
+    assert info.returncode == 0, info.stderr
+    s = json.loads(info.stdout.strip().splitlines()[0])
+    assert s["num_frames"] == 5 and (s["width"], s["height"]) == (W, H) and s["num_points"] > 0
+    text_only = scene["root"] / "colmap_text"
+    shutil.copytree(out / "colmap", text_only)
+    for p in (text_only / "sparse" / "0").glob("*.bin"):
+        p.unlink()
+    for folder in (out / "colmap", text_only):
+        sc = read_colmap(folder)
+        assert [f.name for f in sc.frames] == [f"view{k}.png" for k in range(5)]
+        np.testing.assert_allclose(np.stack([f.c2w for f in sc.frames]), c2w, atol=1e-6)
+        np.testing.assert_allclose(np.stack([f.K for f in sc.frames]), K, atol=1e-6)
+        assert sc.frames[2].image().shape == (H, W, 3)  # images referenced by name, next to the model
+
+    glb = trimesh.load(out / "scene.glb")
+    kinds = sorted(type(g).__name__ for g in glb.geometry.values())
+    assert kinds.count("Trimesh") == 5 and kinds.count("PointCloud") == 1
+
+    lift = scene["root"] / "lift"
+    r = cli("lift", out / "colmap", "--backbone", "dinov2_vits14_tiny", "--allow-random-init",
+            "--latent-dim", "8", "--feature-resolution", "28x42", "--init-points", "400",
+            "--max-gaussians", "600", "-q", "--iters", "3", "--holdout-every", "2",
+            "--out", lift)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads((lift / "metrics.json").read_text())["num_gaussians"] > 0
+
+
+@pytest.mark.parametrize("model", ["vggt_tiny", "mast3r_tiny"])
+def test_every_family_writes_the_same_outputs(scene, cli, model):
+    out = scene["root"] / f"fam_{model}"
+    size = "56" if model == "vggt_tiny" else "64"
+    args = [*FAST[:1], "--size", size, *FAST[3:]]
+    r = cli("reconstruct", *sorted(scene["folder"].iterdir())[:3], "--model", model, *args,
+            "--niter", "5", "--export", "colmap,glb", "--out", out)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    frames = json.loads((out / "cameras.json").read_text())["frames"]
+    assert len(frames) == 3 and all(
+        np.shape(f["c2w"]) == (4, 4) and np.shape(f["K"]) == (3, 3) for f in frames
+    )
+    for name in ("predictions.npz", "points.ply", "scene.glb", "colmap/sparse/0/images.bin"):
+        assert (out / name).is_file(), name
+
+
+def test_known_cameras_are_kept(scene, cli):
+    sc = scene["scene"]
+    cams = scene["root"] / "known.json"
+    frames = [
+        {"c2w": f.c2w.tolist(), "K": f.K.tolist(), "width": f.width, "height": f.height} for f in sc.frames
+    ]
+    cams.write_text(json.dumps({"frames": frames}))
+    out = scene["root"] / "known"
+    r = cli("reconstruct", scene["folder"], "--model", "dust3r_tiny", *FAST, "--graph", "oneref-0",
+            "--niter", "5", "--poses", cams, "--out", out)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    got = json.loads((out / "cameras.json").read_text())["frames"]
+    np.testing.assert_allclose([f["c2w"] for f in got], sc.c2w, atol=1e-6)
+    # 64x48 input from 64x48 frames: the intrinsics carry over unchanged
+    np.testing.assert_allclose([f["K"] for f in got], [f.K for f in sc.frames], atol=1e-5)
+
+    fx, fy, cx, cy = sc.frames[0].K[[0, 1, 0, 1], [0, 1, 2, 2]]
+    (scene["root"] / "K.txt").write_text(f"{fx} {fy} {cx} {cy}\n")
+    out = scene["root"] / "known_K"
+    r = cli("reconstruct", scene["folder"], "--model", "dust3r_tiny", *FAST, "--graph", "swin-1",
+            "--niter", "5", "--intrinsics", scene["root"] / "K.txt", "--out", out)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    got = json.loads((out / "cameras.json").read_text())["frames"]
+    np.testing.assert_allclose([f["K"] for f in got], [sc.frames[0].K] * 5, atol=1e-5)
+
+
+def _one_error_line(r, needle: str) -> None:
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("tune3d: error:"), r.stderr
+    assert needle in lines[0], lines[0]
+
+
+def test_bad_input_is_one_line_and_writes_nothing(scene, cli, tmp_path):
+    folder, out = scene["folder"], tmp_path / "out"
+    one = folder / "view0.png"
+    _one_error_line(
+        cli("reconstruct", one, "--model", "dust3r_tiny", *FAST, "--out", out), "at least two images"
+    )
+    _one_error_line(
+        cli("reconstruct", folder, "--model", "dust3r_tiny", *FAST, "--graph", "ring", "--out", out),
+        "--graph",
+    )
+    _one_error_line(
+        cli("reconstruct", folder, "--model", "dust3r_tiny", *FAST, "--export", "obj", "--out", out),
+        "--export",
+    )
+    cams = tmp_path / "three.json"
+    cams.write_text(json.dumps({"frames": [{"c2w": np.eye(4).tolist()}] * 3}))
+    _one_error_line(
+        cli("reconstruct", folder, "--model", "dust3r_tiny", *FAST, "--poses", cams, "--out", out),
+        "has 3 views but 5 images",
+    )
+    bad_k = tmp_path / "K.txt"
+    bad_k.write_text("500 500 320\n")
+    _one_error_line(
+        cli("reconstruct", folder, "--model", "dust3r_tiny", *FAST, "--intrinsics", bad_k, "--out", out),
+        "expected a 3x3 matrix",
+    )
+    wide = tmp_path / "wide.png"
+    Image.fromarray(np.zeros((32, 96, 3), np.uint8)).save(wide)
+    _one_error_line(
+        cli("reconstruct", one, wide, "--model", "dust3r_tiny", *FAST, "--out", out), "different shapes"
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _one_error_line(cli("reconstruct", empty, "--model", "dust3r_tiny", *FAST, "--out", out), "no images")
+    assert not out.exists()
