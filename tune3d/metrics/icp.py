@@ -71,7 +71,7 @@ def icp_point_to_point(
         step[:3, :3], step[:3, 3] = R, t
         T = step @ T
         rmse = float(np.sqrt(np.mean(dist[ok] ** 2)))
-        if abs(prev_rmse - rmse) <= tol * max(rmse, 1e-12):
+        if rmse < 1e-12 or abs(prev_rmse - rmse) <= tol * rmse:
             break
         prev_rmse = rmse
     dist, _ = tree.query(cur, k=1, distance_upper_bound=max_dist, workers=1)

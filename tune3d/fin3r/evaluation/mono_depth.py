@@ -26,9 +26,11 @@ def depth_alignment(model: ReconModel) -> str:
 
 
 @torch.no_grad()
-def predict_mono_depth(model: ReconModel, image: np.ndarray) -> torch.Tensor:
-    """Per-view depth of one ``H,W,3`` uint8 image, bilinearly resized to ``H,W`` (float64)."""
-    x = resize_for_model(image, model).to(model_device(model))[None]
+def predict_mono_depth(model: ReconModel, image: np.ndarray, size: int | None = None) -> torch.Tensor:
+    """Per-view depth of one ``H,W,3`` uint8 image, bilinearly resized to ``H,W`` (float64).
+
+    ``size``: model input long side (CroCo) / width (VGGT); default the model's own (512 / 518)."""
+    x = resize_for_model(image, model, size).to(model_device(model))[None]
     depth, _ = model.forward_mono(x)
     depth = F.interpolate(depth[:, None].float(), size=image.shape[:2], mode="bilinear", align_corners=False)
     return depth[0, 0].double().cpu()
@@ -40,13 +42,14 @@ def evaluate_mono_depth(
     align: str | None = None,
     min_depth: float = 1e-3,
     max_depth: float | None = None,
+    size: int | None = None,
 ) -> dict[str, float]:
     """``{"rel", "delta1", "n_images"}`` over ``samples`` (dicts with ``image`` H,W,3 uint8, ``depth`` H,W
     metres with 0 = invalid, optional ``mask`` H,W bool). Images without valid pixels are skipped."""
     align = align or depth_alignment(model)
     rel, d1 = [], []
     for s in samples:
-        pred = predict_mono_depth(model, s["image"])
+        pred = predict_mono_depth(model, s["image"], size)
         gt = torch.from_numpy(np.asarray(s["depth"], dtype=np.float64))
         mask = None if s.get("mask") is None else torch.from_numpy(np.asarray(s["mask"], dtype=bool))
         per = depth_metrics_per_image(

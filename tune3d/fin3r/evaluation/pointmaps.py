@@ -75,12 +75,14 @@ def reconstruction_metrics(
     }
 
 
-def load_sequence(seq: EvalSequence, model: ReconModel) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def load_sequence(
+    seq: EvalSequence, model: ReconModel, size: int | None = None
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """(images ``S,3,h,w`` at the model size, GT world points ``S,h,w,3``, valid ``S,h,w``)."""
     images, pts, valid = [], [], []
     for f in seq.frames:
         image, depth = load_eval_frame(f)
-        x = resize_for_model(image, model)
+        x = resize_for_model(image, model, size)
         h, w = x.shape[1:]
         d = resize_depth_nearest(depth, h, w)
         K = scale_K(torch.from_numpy(f.K), w / depth.shape[1], h / depth.shape[0])
@@ -105,11 +107,12 @@ def evaluate_pointmaps(
     sequences: Sequence[EvalSequence],
     max_points: int | None = None,
     niter: int = 300,
+    size: int | None = None,
 ) -> dict[str, float]:
     """Mean over sequences of :func:`reconstruction_metrics` (plus ``n_sequences``)."""
     rows = []
     for seq in sequences:
-        images, gt, valid = load_sequence(seq, model)
+        images, gt, valid = load_sequence(seq, model, size)
         pred = predict_points(model, images, niter=niter)
         rows.append(reconstruction_metrics(pred, gt, valid, metric=bool(model.metric), max_points=max_points))
     out = {k: float(np.nanmean([r[k] for r in rows])) for k in POINTMAP_METRICS}

@@ -120,6 +120,7 @@ class Fin3rSettings:
     max_points: int | None = None
     kf_every: int = 20
     niter: int = 300
+    size: int | None = None  # model input long side (CroCo) / width (VGGT); None = the model's own
 
 
 @dataclass(frozen=True)
@@ -196,19 +197,21 @@ def _run_cell(suite: Fin3rSuite, cell: Cell, model, settings: Fin3rSettings) -> 
     if suite.task == "mono-depth":
         from tune3d.fin3r.evaluation.mono_depth import evaluate_mono_depth
 
-        return evaluate_mono_depth(model, _mono_samples(cell, settings))
+        return evaluate_mono_depth(model, _mono_samples(cell, settings), size=settings.size)
     if suite.task == "two-view-pose":
         from tune3d.data.benchmarks.scannet1500 import read_scannet1500
         from tune3d.fin3r.evaluation.two_view import evaluate_two_view
 
-        return evaluate_two_view(model, read_scannet1500(cell.root, settings.limit))
+        return evaluate_two_view(model, read_scannet1500(cell.root, settings.limit), settings.size)
     if suite.task == "pointmap":
         from tune3d.data.benchmarks.pointmap_eval import nrgbd_sequences, seven_scenes_sequences
         from tune3d.fin3r.evaluation.pointmaps import evaluate_pointmaps
 
         reader = seven_scenes_sequences if cell.key == "7scenes" else nrgbd_sequences
         seqs = reader(cell.root, settings.kf_every)[: settings.limit]
-        return evaluate_pointmaps(model, seqs, max_points=settings.max_points, niter=settings.niter)
+        return evaluate_pointmaps(
+            model, seqs, max_points=settings.max_points, niter=settings.niter, size=settings.size
+        )
     raise Tune3DError(f"{suite.name}: {suite.missing or 'no protocol for task ' + suite.task}")
 
 

@@ -41,23 +41,25 @@ def pose_auc_percent(
 
 
 @torch.no_grad()
-def predict_relative_pose(model: ReconModel, pair: PosePair) -> np.ndarray:
+def predict_relative_pose(model: ReconModel, pair: PosePair, size: int | None = None) -> np.ndarray:
     """Predicted 4x4 ``T_0to1`` of one pair from the model's own outputs."""
     from tune3d.recon.inference import prepare_images, reconstruct
 
-    prep = prepare_images([pair.image0, pair.image1], model)
-    rec = reconstruct(model, prep.images.to(model_device(model)))
+    prep = prepare_images([pair.image0, pair.image1], model, size)
+    rec = reconstruct(model, prep.images.to(model_device(model)), align="none")
     if rec.c2w is None:
         raise ValueError(f"{type(model).__name__} predicts no cameras")
     c2w = np.asarray(rec.c2w, dtype=np.float64)
     return np.linalg.inv(c2w[1]) @ c2w[0]
 
 
-def evaluate_two_view(model: ReconModel, pairs: Sequence[PosePair]) -> dict[str, float]:
+def evaluate_two_view(
+    model: ReconModel, pairs: Sequence[PosePair], size: int | None = None
+) -> dict[str, float]:
     """AUC@5/10/20 (%) plus mean rotation/translation errors over ``pairs``."""
     errs, rots, trans = [], [], []
     for pair in pairs:
-        r, t = two_view_error(predict_relative_pose(model, pair), pair.T_0to1)
+        r, t = two_view_error(predict_relative_pose(model, pair, size), pair.T_0to1)
         rots.append(r)
         trans.append(t)
         errs.append(max(r, t))
