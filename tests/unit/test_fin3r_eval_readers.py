@@ -6,14 +6,14 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image, PngImagePlugin
-
-from tests.unit.fin3r_eval_fixtures import (
+from fin3r_eval_fixtures import (
     write_moge_suite,
     write_nrgbd_scene,
     write_scannet1500,
     write_seven_scenes_flat,
 )
+from PIL import Image, PngImagePlugin
+
 from tune3d.data.benchmarks.moge import (
     list_moge_instances,
     load_moge_instance,

@@ -16,10 +16,14 @@ def build_model(
     adapter: str | None,
     allow_random_init: bool,
     device: str = "cpu",
+    seed: int = 0,
 ) -> ReconModel:
-    """Registered model ``name`` with its weights, plus the Fin3R adapter file when given (eval mode)."""
+    """Registered model ``name`` with its weights, plus the Fin3R adapter file when given (eval mode).
+
+    A random-init model is seeded with ``seed`` so that base and adapter cells share the same base."""
     from tune3d.recon import create_model
 
+    torch.manual_seed(seed)
     model = create_model(name, weights=weights, allow_random_init=allow_random_init, device=device)
     if adapter is not None:
         from tune3d.fin3r.adapters import load_adapters

@@ -45,20 +45,22 @@ def reconstruction_metrics(
     """Acc / Comp / NC (mean and median) of pointmaps ``S,H,W,3`` on ``valid`` ``S,H,W`` after Umeyama+ICP.
 
     ``pred`` is in any frame and scale (``metric=True``: rigid alignment, no scale); ``gt`` in metres.
-    ``max_points`` randomly subsamples each cloud for the nearest-neighbour queries (``None``: all).
+    ``max_points`` randomly subsamples the valid pixels (the same ones in both clouds) for the alignment
+    and the nearest-neighbour queries (``None``: all, as the protocol; a CPU budget option).
     """
     valid = valid & np.isfinite(pred).all(-1) & np.isfinite(gt).all(-1)
     P, G = pred[valid].astype(np.float64), gt[valid].astype(np.float64)
     if len(P) < 3:
         return dict.fromkeys(POINTMAP_METRICS, float("nan"))
-    _, T = align_umeyama_icp(P, G, with_scale=not metric, icp_max_dist=icp_threshold)
-    full = pred.astype(np.float64) @ T[:3, :3].T + T[:3, 3]
-    NP, NG = _normals(full, valid)[valid], _normals(gt.astype(np.float64), valid)[valid]
-    P = full[valid]
+    NG = _normals(gt.astype(np.float64), valid)[valid]
+    keep = np.arange(len(P))
     if max_points is not None and len(P) > max_points:
-        rng = np.random.default_rng(seed)
-        ip, ig = rng.choice(len(P), max_points, replace=False), rng.choice(len(G), max_points, replace=False)
-        P, NP, G, NG = P[ip], NP[ip], G[ig], NG[ig]
+        keep = np.sort(np.random.default_rng(seed).choice(len(P), max_points, replace=False))
+    # Umeyama on pixel correspondences, then ICP, both on the (sub)sampled points.
+    _, T = align_umeyama_icp(P[keep], G[keep], with_scale=not metric, icp_max_dist=icp_threshold)
+    full = pred.astype(np.float64) @ T[:3, :3].T + T[:3, 3]
+    NP_all = _normals(full, valid)[valid]
+    P, NP, G, NG = full[valid][keep], NP_all[keep], G[keep], NG[keep]
     d_pg, i_pg = nearest_neighbors(P, G)
     d_gp, i_gp = nearest_neighbors(G, P)
     nc_p = np.abs((NP * NG[i_pg]).sum(-1))
