@@ -64,6 +64,9 @@ def test_fin3r_table1_bad_dataset_fails_alone(cli, tmp_path):
     from PIL import Image
 
     Image.fromarray(torch.zeros(24, 32, dtype=torch.int32).numpy().astype("uint16")).save(bad)  # no near/far
+    from benchmark_fixtures import write_nyu_depth
+
+    nyu = write_nyu_depth(tmp_path / "nyu", n_train=1, n_test=2, size=(48, 64))
     out = tmp_path / "t1bad"
     r = cli(
         "benchmark",
@@ -75,6 +78,8 @@ def test_fin3r_table1_bad_dataset_fails_alone(cli, tmp_path):
         "28",
         "--data",
         f"moge={root}",
+        "--data",
+        f"nyuv2-depth={nyu}",
         "--out",
         out,
     )
@@ -82,6 +87,7 @@ def test_fin3r_table1_bad_dataset_fails_alone(cli, tmp_path):
     assert r.stderr.strip().count("\n") == 0 and "depth.png: not MoGe's depth encoding" in r.stderr
     got = {(x["dataset"], x["metric"]): x["value"] for x in _rows(out)}
     assert got[("NYUv2", "rel")] != "" and got[("KITTI", "rel")] == ""
+    assert got[("nyuv2-depth", "rel")] != "" and got[("nyuv2-depth", "delta1")] != ""  # toolbox layout
 
 
 def test_fin3r_table5_seven_scenes_flat_folder(cli, tmp_path):

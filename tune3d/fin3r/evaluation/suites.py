@@ -181,23 +181,28 @@ def _mono_samples(cell: Cell, settings: Fin3rSettings):
         for inst in list_moge_instances(folder, cell.dataset)[: settings.limit]:
             yield load_moge_instance(inst)
         return
-    from tune3d.data.benchmarks import eval_crop_mask, open_dataset
+    from tune3d.data.benchmarks import open_dataset
 
     ds = open_dataset(cell.key, cell.root, "test", "depth")
     n = len(ds) if settings.limit is None else min(settings.limit, len(ds))
     for i in range(n):
         image, depth = ds[i]
         depth = np.asarray(depth, dtype=np.float32)
-        mask = eval_crop_mask(depth.shape, ds.info.eval_crop) & (depth > ds.info.min_depth)
-        mask &= depth < ds.info.max_depth
-        yield {"image": np.asarray(image, dtype=np.uint8), "depth": depth, "mask": mask}
+        yield {"image": np.asarray(image, dtype=np.uint8), "depth": depth, "mask": ds.eval_mask(depth)}
 
 
 def _run_cell(suite: Fin3rSuite, cell: Cell, model, settings: Fin3rSettings) -> dict[str, float]:
     if suite.task == "mono-depth":
         from tune3d.fin3r.evaluation.mono_depth import evaluate_mono_depth
 
-        return evaluate_mono_depth(model, _mono_samples(cell, settings), size=settings.size)
+        max_depth = None
+        if cell.key != "moge":  # toolbox layouts: the dataset's depth range, as their probes use
+            from tune3d.data.benchmarks import get_dataset_info
+
+            max_depth = get_dataset_info(cell.key).max_depth
+        return evaluate_mono_depth(
+            model, _mono_samples(cell, settings), max_depth=max_depth, size=settings.size
+        )
     if suite.task == "two-view-pose":
         from tune3d.data.benchmarks.scannet1500 import read_scannet1500
         from tune3d.fin3r.evaluation.two_view import evaluate_two_view
