@@ -160,3 +160,30 @@ def test_fin3r_bad_invocations(cli, tmp_path):
     assert r.returncode == 2 and "test.npz: file not found" in r.stderr
     r = cli("benchmark", "--list")
     assert all(f"fin3r-table{i}" in r.stdout for i in range(1, 7))
+
+
+def test_fin3r_table2_scannet1500_camera_head_and_procrustes(cli, tmp_path):
+    from fin3r_eval_fixtures import write_scannet1500
+
+    root = write_scannet1500(tmp_path / "sn")
+    for model, size in (("vggt_tiny", "56"), ("dust3r_tiny", "64")):
+        out = tmp_path / f"t2_{model}"
+        r = cli(
+            "benchmark",
+            "fin3r-table2",
+            "--model",
+            model,
+            "--allow-random-init",
+            "--size",
+            size,
+            "--data",
+            f"scannet1500={root}",
+            "--out",
+            out,
+        )
+        assert r.returncode == 0, r.stderr
+        got = {x["metric"]: x for x in _rows(out)}
+        assert set(got) == {"auc@5", "auc@10", "auc@20"}
+        vals = [float(got[m]["value"]) for m in ("auc@5", "auc@10", "auc@20")]
+        assert 0 <= vals[0] <= vals[1] <= vals[2] <= 100  # AUC grows with the threshold
+    assert got["auc@5"]["paper"] == "31.61"  # DUSt3R family, Table 2
