@@ -124,16 +124,16 @@ def test_fin3r_table5_seven_scenes_flat_folder(cli, tmp_path):
 def test_fin3r_bad_invocations(cli, tmp_path):
     r = cli(
         "benchmark",
-        "fin3r-table4",
+        "fin3r-table3",
         "--model",
         "vggt_tiny",
         "--allow-random-init",
         "--data",
-        f"sintel={tmp_path}",
+        f"re10k={tmp_path}",
         "--out",
-        tmp_path / "t4",
+        tmp_path / "t3",
     )
-    assert r.returncode == 2 and "not implemented yet" in r.stderr and not (tmp_path / "t4").exists()
+    assert r.returncode == 2 and "not implemented yet" in r.stderr and not (tmp_path / "t3").exists()
     r = cli(
         "benchmark",
         "fin3r-table5",
@@ -187,3 +187,29 @@ def test_fin3r_table2_scannet1500_camera_head_and_procrustes(cli, tmp_path):
         vals = [float(got[m]["value"]) for m in ("auc@5", "auc@10", "auc@20")]
         assert 0 <= vals[0] <= vals[1] <= vals[2] <= 100  # AUC grows with the threshold
     assert got["auc@5"]["paper"] == "31.61"  # DUSt3R family, Table 2
+
+
+def test_fin3r_table4_bonn_video_depth(cli, tmp_path):
+    from fin3r_eval_fixtures import write_bonn
+
+    root = write_bonn(tmp_path / "bonn", n=3)
+    out = tmp_path / "t4"
+    r = cli(
+        "benchmark",
+        "fin3r-table4",
+        "--model",
+        "vggt_tiny",
+        "--allow-random-init",
+        "--size",
+        "28",
+        "--limit",
+        "2",
+        "--data",
+        f"bonn={root}",
+        "--out",
+        out,
+    )
+    assert r.returncode == 0, r.stderr
+    got = {x["metric"]: x for x in _rows(out)}
+    assert set(got) == {"rel", "delta1", "rel_ss", "delta1_ss", "rel_metric", "delta1_metric"}
+    assert 0 <= float(got["rel_ss"]["value"]) and 0 <= float(got["delta1"]["value"]) <= 100

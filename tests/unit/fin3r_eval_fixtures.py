@@ -82,3 +82,30 @@ def write_nrgbd_scene(root: Path, n: int = 3, h: int = 48, w: int = 64) -> Path:
         rows.append(T if i != 1 else np.full((4, 4), np.nan))
     (root / "poses.txt").write_text("\n".join(" ".join(f"{x:g}" for x in r) for T in rows for r in T) + "\n")
     return root
+
+
+def write_sintel_dpt(path: Path, depth: np.ndarray) -> None:
+    """Sintel ``.dpt``: float32 tag 202021.25, int32 width, int32 height, float32 depth (little-endian)."""
+    h, w = depth.shape
+    path.write_bytes(
+        np.array([202021.25], "<f4").tobytes()
+        + np.array([w, h], "<i4").tobytes()
+        + np.asarray(depth, "<f4").tobytes()
+    )
+
+
+def write_bonn(
+    root: Path, seqs=("balloon2", "crowd2", "crowd3", "person_tracking2", "synchronous"), n: int = 3
+):
+    """Bonn RGB-D 110-frame cuts: rgbd_bonn_<seq>/{rgb_110,depth_110}/*.png (depth uint16 m x 5000)."""
+    for k, s in enumerate(seqs):
+        rgb, dep = root / f"rgbd_bonn_{s}" / "rgb_110", root / f"rgbd_bonn_{s}" / "depth_110"
+        rgb.mkdir(parents=True)
+        dep.mkdir(parents=True)
+        for i in range(n):
+            _image(rgb / f"{1548266469.1 + i:.6f}.png", 24, 32, 7 * k + i)
+            v, u = np.mgrid[0:24, 0:32]
+            Image.fromarray((5000 * (1.0 + 0.02 * u + 0.01 * v + 0.1 * i)).astype(np.uint16)).save(
+                dep / f"{1548266469.1 + i:.6f}.png"
+            )
+    return root

@@ -139,3 +139,32 @@ def test_nrgbd_opengl_poses_and_nan_frames(tmp_path):
     (root / "poses.txt").write_text("1 0 0 0\n")
     with pytest.raises(Tune3DError, match="4 rows per frame"):
         nrgbd_sequences(root)
+
+
+def test_sintel_dpt_and_layout(tmp_path):
+    from fin3r_eval_fixtures import write_sintel_dpt
+
+    from tune3d.data.benchmarks.video_depth import read_sintel_dpt, video_depth_sequences
+
+    d = np.arange(12, dtype=np.float32).reshape(3, 4) + 1
+    write_sintel_dpt(tmp_path / "a.dpt", d)
+    np.testing.assert_array_equal(read_sintel_dpt(tmp_path / "a.dpt"), d)
+    (tmp_path / "b.dpt").write_bytes(b"\x00" * 20)
+    with pytest.raises(Tune3DError, match="b.dpt: not a Sintel .dpt depth file"):
+        read_sintel_dpt(tmp_path / "b.dpt")
+    with pytest.raises(Tune3DError, match="alley_2: folder not found"):
+        video_depth_sequences("sintel", tmp_path)
+
+
+def test_bonn_layout_and_depth_scale(tmp_path):
+    from fin3r_eval_fixtures import write_bonn
+
+    from tune3d.data.benchmarks.video_depth import load_video_depth, video_depth_sequences
+
+    root = write_bonn(tmp_path / "bonn")
+    seqs = video_depth_sequences("bonn", root)
+    assert [s.name for s in seqs] == ["balloon2", "crowd2", "crowd3", "person_tracking2", "synchronous"]
+    assert load_video_depth(seqs[0], 2)[3, 5] == pytest.approx(1.0 + 0.1 + 0.03 + 0.2, abs=2e-4)
+    next((root / "rgbd_bonn_crowd2" / "depth_110").iterdir()).unlink()
+    with pytest.raises(Tune3DError, match="2 depth maps for 3 frames"):
+        video_depth_sequences("bonn", root)

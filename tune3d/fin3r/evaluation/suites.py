@@ -76,12 +76,14 @@ FIN3R_SUITES: dict[str, Fin3rSuite] = {
         ),
         Fin3rSuite(
             "fin3r-table4",
-            "Fin3R Table 4: video depth",
+            "Fin3R Table 4: video depth (rel = Abs Rel, delta1 in %; per-sequence scale, _ss scale+shift)",
             "video-depth",
-            {"sintel": "Sintel", "bonn": "Bonn", "kitti": "KITTI"},
-            ("rel", "delta1"),
-            missing="the Sintel / Bonn / KITTI video-depth readers are not implemented yet "
-            "(the metric is: tune3d.metrics.video_depth)",
+            {
+                "sintel": "MPI-Sintel training/{final,depth}",
+                "bonn": "Bonn RGB-D rgbd_bonn_<seq>/{rgb_110,depth_110}",
+                "kitti": "KITTI depth_selection/val_selection_cropped",
+            },
+            ("rel", "delta1", "rel_ss", "delta1_ss", "rel_metric", "delta1_metric"),
         ),
         Fin3rSuite(
             "fin3r-table5",
@@ -217,6 +219,12 @@ def _run_cell(suite: Fin3rSuite, cell: Cell, model, settings: Fin3rSettings) -> 
         return evaluate_pointmaps(
             model, seqs, max_points=settings.max_points, niter=settings.niter, size=settings.size
         )
+    if suite.task == "video-depth":
+        from tune3d.data.benchmarks.video_depth import video_depth_sequences
+        from tune3d.fin3r.evaluation.video_depth import evaluate_video_depth
+
+        seqs = video_depth_sequences(cell.key, cell.root)[: settings.limit]
+        return evaluate_video_depth(model, seqs, size=settings.size, niter=settings.niter)
     raise Tune3DError(f"{suite.name}: {suite.missing or 'no protocol for task ' + suite.task}")
 
 
