@@ -65,9 +65,10 @@ def write_nyu_depth(root: Path, n_train: int = 3, n_test: int = 2, size=(48, 64)
     ):
         lines = []
         for i in range(n):
-            depth_mm = (_blocks(rng, *size, [0, 1500, 3000, 6000, 9000]) + rng.integers(0, 50, size)).astype(
+            blocks = _blocks(rng, *size, [0, 1500, 3000, 6000, 9000])
+            depth_mm = np.where(blocks > 0, blocks + rng.integers(0, 50, size), 0).astype(
                 np.uint16
-            )
+            )  # 0 = no depth
             _save_u16(depth_mm, root / scene / f"sync_depth_{i:05d}.png")
             _save_rgb(_rgb_for(depth_mm // 1500, rng), root / scene / f"rgb_{i:05d}.jpg")
             lines.append(f"/{scene}/rgb_{i:05d}.jpg /{scene}/sync_depth_{i:05d}.png 518.8579")

@@ -147,3 +147,35 @@ def test_augmented_draws_same_for_any_worker_count(tmp_path):
     for (ia, ta), (ib, tb) in zip(a, b):
         assert torch.equal(ia, ib) and torch.equal(ta, tb)
     assert a[0][0].shape == (2, 3, 24, 24) and a[0][1].dtype == torch.int64
+
+
+def test_rank_draws_split_a_step_the_same_way_for_any_world_size():
+    from tune3d.probe.paper import rank_draws
+
+    one = rank_draws(iters=3, accum=4, world=1, rank=0, batch=2)  # 8 draws per step
+    assert one == list(range(24))
+    two = [rank_draws(3, 2, 2, r, 2) for r in range(2)]  # 2 processes x accum 2 x batch 2
+    for s in range(3):
+        step = sorted(two[0][4 * s : 4 * s + 4] + two[1][4 * s : 4 * s + 4])
+        assert step == one[8 * s : 8 * s + 8]
+
+
+def test_paper_probe_bad_label_writes_nothing(tmp_path):
+    from benchmark_fixtures import write_mmseg_seg
+    from PIL import Image
+
+    from tune3d.data.benchmarks import open_dataset
+    from tune3d.errors import Tune3DError
+    from tune3d.fit3d.assembly import build_assembled
+    from tune3d.probe import ProbeConfig
+    from tune3d.probe.paper import PaperOptions, run_paper_probe
+
+    root = write_mmseg_seg(tmp_path / "d", 13, n_train=1, n_val=1, size=(28, 42))
+    Image.fromarray(np.full((28, 42), 99, np.uint8)).save(root / "annotations" / "training" / "00000.png")
+    train, test = open_dataset("nyuv2-seg13", root, "train"), open_dataset("nyuv2-seg13", root, "val")
+    model = build_assembled("dinov2_vits14_tiny", mode="original", allow_random_init=True, device="cpu")
+    opts = PaperOptions(batch_size=1, effective_batch=1, seg_scale=(64, 32), seg_crop=(28, 28))
+    with pytest.raises(Tune3DError, match=r"00000\.png: label value 99 is outside the 13 classes"):
+        run_paper_probe("semseg", model, train, test, ProbeConfig(iters=2, device="cpu", progress=False),
+                        tmp_path / "out", opts, num_classes=13)  # fmt: skip
+    assert not (tmp_path / "out").exists()

@@ -8,11 +8,14 @@ stride 341), logits resized to the label size.
 Depth: +-2.5 deg rotation, flip, random crop (416x544 indoor, 352x704 KITTI), colour augmentation; binned
 head on the un-normed patch map + CLS; SigLoss + 0.5 GradientLoss; AdamW, cosine with warm-up, clip 35.
 Test: whole image, flip-averaged, metrics inside the dataset's evaluation mask.
-Each optimiser step sees ``effective_batch`` crops (``batch_size`` per forward, gradients accumulated).
+Each optimiser step sees ``effective_batch`` crops: ``batch_size`` per forward and process, over every
+process of an ``accelerate launch`` / ``torchrun`` run (DDP head; SyncBN on GPUs), gradients accumulated.
+The crops of a step are the same for any split into processes x accumulation x batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -25,10 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from tune3d.engine.devices import resolve_device
+from tune3d.engine.devices import make_accelerator
 from tune3d.engine.seed import seed_everything
 from tune3d.errors import Tune3DError
 from tune3d.io import save_safetensors_atomic, write_json, write_yaml
@@ -103,6 +106,18 @@ class AugmentedDraws(Dataset):
         return img, t
 
 
+def rank_draws(iters: int, accum: int, world: int, rank: int, batch: int) -> list[int]:
+    """Draw indices of process ``rank``, in loading order: micro-step ``a`` of step ``s`` takes draws
+    ``((s * accum + a) * world + rank) * batch + [0, batch)``, so the draws of a step do not depend on how
+    ``accum x world x batch`` is split."""
+    return [
+        ((s * accum + a) * world + rank) * batch + b
+        for s in range(iters)
+        for a in range(accum)
+        for b in range(batch)
+    ]
+
+
 def _autocast(device: torch.device, amp: str):
     if amp == "none" or device.type != "cuda":
         return torch.autocast(device_type=device.type, enabled=False)
@@ -137,32 +152,41 @@ def run_paper_probe(
     if task == "semseg" and not num_classes:
         raise Tune3DError("paper protocol: segmentation needs the dataset's number of classes")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    accum = max(1, math.ceil(opts.effective_batch / opts.batch_size))
+    acc = make_accelerator(cfg.device, "no")
+    device, world, rank = acc.device, acc.num_processes, acc.process_index
+    accum = max(1, math.ceil(opts.effective_batch / (opts.batch_size * world)))
     crop = tuple(opts.seg_crop) if task == "semseg" else opts.crop_for_depth(cfg.max_depth)
-    draws = AugmentedDraws(train, task, opts, crop, cfg.iters * accum * opts.batch_size, cfg.seed)
-    loader = DataLoader(draws, batch_size=opts.batch_size, shuffle=False, num_workers=opts.num_workers)
+    draws = AugmentedDraws(train, task, opts, crop, cfg.iters * accum * opts.batch_size * world, cfg.seed)
+    mine = Subset(draws, rank_draws(cfg.iters, accum, world, rank, opts.batch_size))
+    loader = DataLoader(mine, batch_size=opts.batch_size, shuffle=False, num_workers=opts.num_workers)
+    if hasattr(backbone, "to"):
+        backbone.to(device)
     width, cls_width = int(backbone.width), int(getattr(backbone, "cls_width", 0) or 0)
+    torch.manual_seed(cfg.seed)  # the same initial head on every process
     if task == "semseg":
         head = LinearSegHead(width, num_classes)
     else:
         head = BinnedDepthHead(
             width, cls_width, cfg.num_bins, cfg.min_depth, cfg.max_depth, upsample=cfg.upsample
         )
-    head.to(device).train()
+    if world > 1 and device.type == "cuda":
+        head = torch.nn.SyncBatchNorm.convert_sync_batchnorm(head)  # the paper's SyncBN
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
+    head, opt = acc.prepare(head, opt)
+    bare = acc.unwrap_model(head)
+    head.train()
     sched = make_scheduler(
         opt, cfg.iters, cfg.schedule, warmup_iters=cfg.warmup_iters, warmup_ratio=cfg.warmup_ratio,
         min_lr_ratio=cfg.min_lr_ratio,
     )  # fmt: skip
-    write_yaml(
-        out / "config.yaml",
-        {"task": task, "protocol": "paper", "feature_width": width, "cls_width": cls_width,
-         "num_classes": num_classes, "num_train": len(train), "num_test": len(test), "accumulation": accum,
-         "crop": list(crop), "probe": cfg, "paper": dataclasses.asdict(opts), **(run_info or {})},
-    )  # fmt: skip
+    global_batch = opts.batch_size * world * accum
+    config = {
+        "task": task, "protocol": "paper", "feature_width": width, "cls_width": cls_width,
+        "num_classes": num_classes, "num_train": len(train), "num_test": len(test), "accumulation": accum,
+        "num_processes": world, "global_batch": global_batch, "crop": list(crop), "probe": cfg,
+        "paper": dataclasses.asdict(opts), **(run_info or {}),
+    }  # fmt: skip
     history: list[dict[str, float]] = []
     every = max(1, cfg.iters // 100)
     it = iter(loader)
@@ -172,22 +196,24 @@ def run_paper_probe(
     for step in bar:
         opt.zero_grad(set_to_none=True)
         total = 0.0
-        for _ in range(accum):
+        for a in range(accum):
             images, tgt = next(it)
             tb = time.perf_counter()
             patch, cls = _features(backbone, images, task, device, opts.amp)
             t_backbone += time.perf_counter() - tb
             tgt = tgt.to(device)
-            if task == "semseg":
-                logits = head.predict(patch, tuple(tgt.shape[-2:]))
-                loss = F.cross_entropy(logits, tgt, ignore_index=255, reduction="sum") / tgt.numel()
-            else:
-                pred = resize_to(head(patch, cls), tuple(tgt.shape[-2:]))
-                loss, _ = depth_probe_loss(
-                    pred, tgt, max_depth=cfg.max_depth, grad_weight=cfg.grad_loss_weight,
-                    sig_warmup=step < cfg.sig_warmup_iters,
-                )  # fmt: skip
-            (loss / accum).backward()
+            # gradients are all-reduced on the last micro-step only; the head runs through DDP's forward
+            with acc.no_sync(head) if a < accum - 1 else contextlib.nullcontext():
+                if task == "semseg":
+                    logits = resize_to(head(patch), tuple(tgt.shape[-2:]))
+                    loss = F.cross_entropy(logits, tgt, ignore_index=255, reduction="sum") / tgt.numel()
+                else:
+                    pred = resize_to(head(patch, cls), tuple(tgt.shape[-2:]))
+                    loss, _ = depth_probe_loss(
+                        pred, tgt, max_depth=cfg.max_depth, grad_weight=cfg.grad_loss_weight,
+                        sig_warmup=step < cfg.sig_warmup_iters,
+                    )  # fmt: skip
+                acc.backward(loss / accum)
             total += float(loss.detach()) / accum
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(head.parameters(), cfg.grad_clip)
@@ -202,21 +228,31 @@ def run_paper_probe(
             bar.set_postfix(loss=f"{total:.4f}")
     t_train = time.perf_counter() - t0
     head.eval()
+    acc.wait_for_everyone()
+    if not acc.is_main_process:  # the main process evaluates and writes the run folder
+        return {}
+    if device.type == "cuda" and world > 1:
+        bare = _plain_bn(bare)  # evaluate with plain eval-mode BN (SyncBN needs every process)
     t1 = time.perf_counter()
+    # the run folder is written only once training and evaluation succeeded (no half-written results)
     if task == "semseg":
         metrics = evaluate_seg_paper(
-            backbone, head, test, num_classes, opts, device, class_names, cfg.progress
+            backbone, bare, test, num_classes, opts, device, class_names, cfg.progress
         )
     else:
-        metrics = evaluate_depth_paper(backbone, head, test, cfg, opts, device, eval_mask, cfg.progress)
+        metrics = evaluate_depth_paper(backbone, bare, test, cfg, opts, device, eval_mask, cfg.progress)
+    out.mkdir(parents=True, exist_ok=True)
     save_safetensors_atomic(
-        head.state_dict(), out / "head.safetensors", metadata={"task": task, "protocol": "paper"}
+        bare.state_dict(), out / "head.safetensors", metadata={"task": task, "protocol": "paper"}
     )
+    write_yaml(out / "config.yaml", config)
     write_json(out / "history.json", history)
     metrics = {
         **metrics,
         "task": task,
         "protocol": "paper",
+        "num_processes": world,
+        "global_batch": global_batch,
         "final_train_loss": history[-1]["loss"] if history else None,
         "time_train_s": round(t_train, 3),
         "time_backbone_s": round(t_backbone, 3),
@@ -225,6 +261,21 @@ def run_paper_probe(
     }
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _plain_bn(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``module`` with every SyncBatchNorm replaced by an equivalent BatchNorm2d."""
+    import copy
+
+    module = copy.deepcopy(module)
+    for name, child in list(module.named_children()):
+        if isinstance(child, torch.nn.SyncBatchNorm):
+            bn = torch.nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine)
+            bn.load_state_dict(child.state_dict())
+            setattr(module, name, bn.to(child.weight.device).eval())
+        else:
+            setattr(module, name, _plain_bn(child))
+    return module
 
 
 @torch.no_grad()
