@@ -246,6 +246,20 @@ def check_suite(name: str, data: dict[str, str]) -> Fin3rSuite:
     return suite
 
 
+def _run_key(cell: Cell, settings: Fin3rSettings) -> dict[str, Any]:
+    """What a finished cell was computed with; a rerun with other settings recomputes it."""
+    return {
+        "model": settings.model,
+        "weights": settings.weights,
+        "adapter": settings.adapter if cell.mode == "adapter" else None,
+        "size": settings.size,
+        "limit": settings.limit,
+        "max_points": settings.max_points,
+        "kf_every": settings.kf_every,
+        "niter": settings.niter,
+    }
+
+
 def run_fin3r_suite(name: str, out: str | Path, settings: Fin3rSettings) -> list[dict[str, Any]]:
     """Run every unfinished cell of suite ``name`` into ``out``; returns the report rows (dicts with the
     CSV columns plus ``status`` / ``error``). Raises the first cell's error (one line) after writing the
@@ -262,7 +276,7 @@ def run_fin3r_suite(name: str, out: str | Path, settings: Fin3rSettings) -> list
         p = out / "cells" / cell.id / "result.json"
         if p.is_file():
             prev = read_json(p)
-            if prev.get("status") == "done" and prev.get("model") == settings.model:
+            if prev.get("status") == "done" and prev.get("run") == _run_key(cell, settings):
                 results[cell] = prev
     models: dict[str, Any] = {}
 
@@ -290,7 +304,9 @@ def run_fin3r_suite(name: str, out: str | Path, settings: Fin3rSettings) -> list
             res = {"status": "done", "metrics": metrics}
         except Tune3DError as e:
             res = {"status": "failed", "error": str(e).splitlines()[0]}
-        res.update(model=settings.model, cell=cell.__dict__, seconds=round(time.perf_counter() - t0, 3))
+        res.update(
+            run=_run_key(cell, settings), cell=cell.__dict__, seconds=round(time.perf_counter() - t0, 3)
+        )
         write_json(out / "cells" / cell.id / "result.json", res)
         results[cell] = res
         _write_reports(suite, family, cells, results, out)
