@@ -168,3 +168,21 @@ def test_bonn_layout_and_depth_scale(tmp_path):
     next((root / "rgbd_bonn_crowd2" / "depth_110").iterdir()).unlink()
     with pytest.raises(Tune3DError, match="2 depth maps for 3 frames"):
         video_depth_sequences("bonn", root)
+
+
+def test_scannet1500_superglue_pair_list(tmp_path):
+    root = tmp_path / "sg"
+    (root / "scene0711_00" / "color").mkdir(parents=True)
+    for f in ("frame-001680.jpg", "frame-001995.jpg"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "scene0711_00" / "color" / f)
+    T = np.eye(4)
+    T[:3, 3] = [0.1, 0.2, 0.3]
+    K = "1163.45 0 653.6 0 1164.8 481.6 0 0 1"
+    line = f"scene0711_00/color/frame-001680.jpg scene0711_00/color/frame-001995.jpg 0 0 {K} {K} "
+    (root / "scannet_test_pairs_with_gt.txt").write_text(line + " ".join(f"{x:g}" for x in T.ravel()) + "\n")
+    (pair,) = read_scannet1500(root)
+    np.testing.assert_allclose(pair.T_0to1, T)
+    assert pair.K1[0, 0] == 1163.45 and pair.image1.name == "frame-001995.jpg"
+    (root / "scannet_test_pairs_with_gt.txt").write_text(line + "1 2 3\n")
+    with pytest.raises(Tune3DError, match="line 1 has 25 fields"):
+        read_scannet1500(root)

@@ -5,6 +5,9 @@
 live in ``ROOT/scannet_test_1500/sceneXXXX_YY/color/<frame>.jpg`` with camera-to-world poses in
 ``.../pose/<frame>.txt`` (scene folders directly in ROOT are accepted too). The ground-truth relative pose
 is LoFTR's ``T_0to1 = inv(c2w_1) @ c2w_0`` (maps camera-0 points into camera 1).
+
+SuperGlue's pair list is read too: ``ROOT/scannet_test_pairs_with_gt.txt`` with lines ``image0 image1
+rot0 rot1 K0(9) K1(9) T_0to1(16)`` (images relative to ROOT; EXIF rotations must be 0).
 """
 
 from __future__ import annotations
@@ -57,11 +60,44 @@ def _read_pose(path: Path) -> np.ndarray:
     return m.reshape(4, 4)
 
 
+SUPERGLUE_LIST = "scannet_test_pairs_with_gt.txt"
+
+
+def _read_superglue_list(path: Path, limit: int | None) -> list[PosePair]:
+    try:
+        lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise Tune3DError(f"{path}: unreadable pair list ({e})") from None
+    pairs = []
+    for k, tok in enumerate(lines[:limit]):
+        if len(tok) != 38:
+            raise Tune3DError(
+                f"{path}: line {k + 1} has {len(tok)} fields; expected 38 (images, rotations, K0, K1, T_0to1)"
+            )
+        try:
+            v = np.array([float(x) for x in tok[2:]], dtype=np.float64)
+        except ValueError:
+            raise Tune3DError(f"{path}: line {k + 1} has non-numeric fields") from None
+        if v[0] != 0 or v[1] != 0:
+            raise Tune3DError(f"{path}: line {k + 1}: rotated images (EXIF rotation != 0) are not supported")
+        imgs = [path.parent / tok[0], path.parent / tok[1]]
+        for p in imgs:
+            if not p.is_file():
+                raise Tune3DError(f"{p}: file not found (named by {path})")
+        K0, K1, T = v[2:11].reshape(3, 3), v[11:20].reshape(3, 3), v[20:36].reshape(4, 4)
+        pairs.append(PosePair(f"{tok[0]}-{Path(tok[1]).name}", imgs[0], imgs[1], K0, K1, T))
+    if not pairs:
+        raise Tune3DError(f"{path}: lists no pairs")
+    return pairs
+
+
 def read_scannet1500(root: str | Path, limit: int | None = None) -> list[PosePair]:
-    """The pairs of ``root/test.npz`` (first ``limit`` if given), every file checked to exist."""
+    """The pairs of ``root/test.npz`` (or SuperGlue's list; first ``limit`` if given), files checked."""
     root = Path(root)
     if not root.is_dir():
         raise Tune3DError(f"{root}: dataset root not found; expected {LAYOUT}")
+    if not (root / "test.npz").is_file() and (root / SUPERGLUE_LIST).is_file():
+        return _read_superglue_list(root / SUPERGLUE_LIST, limit)
     index = _load_npz(root / "test.npz")
     names = index.get("name")
     if names is None or names.ndim != 2 or names.shape[1] != 4 or not np.issubdtype(names.dtype, np.integer):
