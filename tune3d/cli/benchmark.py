@@ -47,7 +47,9 @@ def _pairs(values: list[str] | None, flag: str, allow_plain: bool = False) -> di
 
 
 def benchmark_cmd(
-    suite: str | None = typer.Argument(None, help="fit3d-table1..fit3d-table4 or a suite YAML file."),
+    suite: str | None = typer.Argument(
+        None, help="fit3d-table1..fit3d-table4, fin3r-table1..fin3r-table6 or a suite YAML file."
+    ),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Output folder (results.csv, .md, .html, cells/)."
     ),
