@@ -87,6 +87,12 @@ def test_random_crop_cat_max_ratio():
     assert pi.shape == (32, 32, 3) and np.all(pl[20:] == 255) and np.all(pi[20:] == 0)
 
 
+def test_nyu_train_crop():
+    img, dep = np.zeros((480, 640, 3), np.uint8), np.arange(480 * 640, dtype=np.float32).reshape(480, 640)
+    ci, cd = A.nyu_train_crop(img, dep)
+    assert ci.shape == (427, 565, 3) and cd[0, 0] == dep[45, 43] and cd[-1, -1] == dep[471, 607]
+
+
 def test_photometric_and_color_aug_are_seeded():
     img = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     a = A.photometric_distortion(img, np.random.default_rng(3))

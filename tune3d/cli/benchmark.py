@@ -60,7 +60,9 @@ def benchmark_cmd(
         None, "--finetuned", help="Fine-tuned weights BACKBONE=FILE (repeatable) or FILE for every backbone."
     ),
     weights: list[str] | None = typer.Option(None, "--weights", help="Original weights BACKBONE=FILE."),
-    protocol: str | None = typer.Option(None, "--protocol", help="fast | paper [suite's, else fast]."),
+    protocol: str | None = typer.Option(
+        None, "--protocol", help="fast | paper (default: the suite's, else fast)."
+    ),
     iters: int | None = typer.Option(None, "--iters", min=1, help="Probe iterations per cell."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Probe batch size."),
     resolution: str | None = typer.Option(None, "--resolution", help="HxW images of the fast protocol."),

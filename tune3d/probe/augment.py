@@ -87,6 +87,14 @@ def pad_to(image: np.ndarray, target: np.ndarray, size: tuple[int, int], target_
     return image, target
 
 
+def nyu_train_crop(image: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The depth toolbox's ``NYUCrop`` for training: rows 45:472, columns 43:608 of the 480x640 frame
+    (scaled to other sizes), removing the border without Kinect depth."""
+    H, W = depth.shape[:2]
+    y0, y1, x0, x1 = int(45 * H / 480), int(472 * H / 480), int(43 * W / 640), int(608 * W / 640)
+    return image[y0:y1, x0:x1], depth[y0:y1, x0:x1]
+
+
 def random_flip(image: np.ndarray, target: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> tuple:
     if rng.random() < p:
         return image[:, ::-1], target[:, ::-1]

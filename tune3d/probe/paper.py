@@ -5,7 +5,7 @@ Segmentation: random resize of the (2048, 512) scale by 0.5-2.0, 512x512 random 
 centre-padded crop; cross-entropy summed over labelled pixels / all pixels (mmseg 0.x ``mean``); AdamW,
 poly schedule with linear warm-up. Test: resize to the (2048, 512) scale, sliding window (crop 512,
 stride 341), logits resized to the label size.
-Depth: +-2.5 deg rotation, flip, random crop (416x544 indoor, 352x704 KITTI), colour augmentation; binned
+Depth: (NYU: NYUCrop) +-2.5 deg rotation, flip, random crop (416x544 indoor, 352x704 KITTI), colour; binned
 head on the un-normed patch map + CLS; SigLoss + 0.5 GradientLoss; AdamW, cosine with warm-up, clip 35.
 Test: whole image, flip-averaged, metrics inside the dataset's evaluation mask.
 Each optimiser step sees ``effective_batch`` crops: ``batch_size`` per forward and process, over every
@@ -96,6 +96,8 @@ class AugmentedDraws(Dataset):
             image, target = A.pad_to(image, target, self.crop, A.IGNORE)
             t = torch.from_numpy(np.ascontiguousarray(target)).long()
         else:
+            if getattr(getattr(self.samples, "info", None), "train_crop", None) == "nyu":
+                image, target = A.nyu_train_crop(image, target)
             image, target = A.random_rotate(image, target.astype(np.float32), rng, o.rotate_degree)
             image, target = A.random_flip(image, target, rng)
             image, target = A.random_crop(image, target, rng, self.crop)

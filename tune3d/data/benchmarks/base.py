@@ -56,6 +56,7 @@ class DatasetInfo:
     min_depth: float = 1e-3
     max_depth: float = 10.0
     eval_crop: str | None = None
+    train_crop: str | None = None  # "nyu": the toolbox's NYUCrop before the training augmentations
     kb_crop: bool = False
     image_to_target_size: bool = False  # resize the image to the target's size (ScanNet colour vs depth)
     prepare_target: Callable[[BenchmarkSample, str], None] | None = None

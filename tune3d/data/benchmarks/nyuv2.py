@@ -55,5 +55,6 @@ NYUV2_DEPTH = DatasetInfo(
     depth_scale=1000.0,
     max_depth=10.0,
     eval_crop="eigen",
-    notes="Eigen crop at evaluation, 0.001 < depth < 10 m",
+    train_crop="nyu",
+    notes="NYUCrop for training, Eigen crop at evaluation, 0.001 < depth < 10 m",
 )
