@@ -164,3 +164,68 @@ def test_bad_input_is_one_line_and_writes_nothing(scene, cli, tmp_path):
     empty.mkdir()
     _one_error_line(cli("reconstruct", empty, "--model", "dust3r_tiny", *FAST, "--out", out), "no images")
     assert not out.exists()
+
+
+def _hub_cache(root, repo_id: str, files: dict[str, bytes]):
+    """A Hugging Face hub cache laid out as ``huggingface_hub`` writes it: blobs by sha256, a snapshot
+    folder of relative symlinks, ``refs/main`` naming the snapshot's commit."""
+    import hashlib
+
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    snap = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True)
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for name, data in files.items():
+        blob = hashlib.sha256(data).hexdigest()
+        (repo / "blobs" / blob).write_bytes(data)
+        (snap / name).symlink_to(f"../../blobs/{blob}")
+    return snap
+
+
+def test_weights_as_hugging_face_id_from_the_cache(scene, cli, tmp_path, monkeypatch):
+    from safetensors.torch import save_model
+
+    from tune3d.recon import create_model
+
+    local = tmp_path / "local"
+    local.mkdir()
+    save_model(create_model("dust3r_tiny", allow_random_init=True), str(local / "model.safetensors"))
+    files = {
+        "model.safetensors": (local / "model.safetensors").read_bytes(),
+        "model.json": b'{"model": "dust3r_tiny"}',
+    }
+    _hub_cache(tmp_path / "hub", "tune3d-test/dust3r-tiny", files)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    images = sorted(scene["folder"].iterdir())[:2]
+    args = ["--size", "64", "--conf-threshold", "1", "--no-previews", "--align", "none"]
+    r = cli(
+        "reconstruct", *images, "--weights", "tune3d-test/dust3r-tiny", *args, "--out", tmp_path / "hub_run"
+    )
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load((tmp_path / "hub_run" / "config.yaml").read_text())["model"] == "dust3r_tiny"
+    r = cli("reconstruct", *images, "--model", "dust3r_tiny", "--weights", local / "model.safetensors", *args,
+            "--out", tmp_path / "file_run")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    a, b = (
+        np.load(tmp_path / "hub_run" / "predictions.npz"),
+        np.load(tmp_path / "file_run" / "predictions.npz"),
+    )
+    np.testing.assert_array_equal(a["pts3d"], b["pts3d"])  # the same weights either way
+    _one_error_line(
+        cli(
+            "reconstruct",
+            *images,
+            "--model",
+            "dust3r_vitl_512_dpt",
+            "--weights",
+            "naver/not-cached",
+            *args,
+            "--out",
+            tmp_path / "x",
+        ),  # fmt: skip
+        "not in the Hugging Face cache",
+    )

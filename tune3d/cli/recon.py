@@ -30,10 +30,12 @@ def _build(
 ):
     from tune3d.engine import resolve_device
     from tune3d.recon import create_model
+    from tune3d.recon.hub_weights import HUB_MODELS, resolve_weights
 
-    name = _model_name(model, weights)
-    if weights is not None and not weights.exists():
-        raise Tune3DError(f"{weights}: weights file not found")
+    hub_name = HUB_MODELS.get(str(weights)) if weights is not None else None
+    if weights is not None:
+        weights = resolve_weights(weights)  # a local path, or a Hugging Face id via its cache / the hub
+    name = _model_name(model or hub_name, weights)
     net = create_model(
         name, weights=weights, device=resolve_device(device), allow_random_init=allow_random_init
     )
