@@ -49,8 +49,10 @@ def run_fin3r_cli(
     if weights and len(weights) > 1:
         raise Tune3DError(f"{suite}: give one --weights FILE (the model's weights)")
     w = weights[0].partition("=")[2] if weights and "=" in weights[0] else (weights[0] if weights else None)
-    if w is not None and not Path(w).exists():
-        raise Tune3DError(f"{w}: weights file not found")
+    if w is not None:
+        from tune3d.recon.hub_weights import resolve_weights
+
+        w = str(resolve_weights(w))  # a local path, or a Hugging Face id through its cache / the hub
     if w is None and not allow_random_init:
         raise Tune3DError(f"{suite}: give --weights FILE or --allow-random-init")
     if adapter is not None and not adapter.is_file():
