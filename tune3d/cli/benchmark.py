@@ -47,7 +47,9 @@ def _pairs(values: list[str] | None, flag: str, allow_plain: bool = False) -> di
 
 
 def benchmark_cmd(
-    suite: str | None = typer.Argument(None, help="fit3d-table1..fit3d-table4 or a suite YAML file."),
+    suite: str | None = typer.Argument(
+        None, help="fit3d-table1..fit3d-table4, fin3r-table1..fin3r-table6 or a suite YAML file."
+    ),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Output folder (results.csv, .md, .html, cells/)."
     ),
@@ -74,6 +76,24 @@ def benchmark_cmd(
     workers: int = typer.Option(0, "--workers", min=0, help="paper protocol: data-loading workers."),
     seed: int = typer.Option(0, "--seed"),
     progress: bool = typer.Option(False, "--progress", help="Show progress bars of each probe."),
+    model: str | None = typer.Option(None, "--model", help="fin3r suites: reconstruction model name."),
+    adapter: Path | None = typer.Option(
+        None, "--adapter", help="fin3r suites: Fin3R adapter file; adds the 'adapter' mode cells."
+    ),
+    data: list[str] | None = typer.Option(
+        None, "--data", help="fin3r suites: dataset root DATASET=ROOT (repeatable)."
+    ),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="fin3r suites: first N samples per dataset."
+    ),
+    max_points: int | None = typer.Option(
+        None, "--max-points", min=1, help="fin3r-table5: subsample clouds for Acc/Comp/NC."
+    ),
+    kf_every: int = typer.Option(20, "--kf-every", min=1, help="fin3r-table5: keyframe step."),
+    niter: int = typer.Option(300, "--niter", min=0, help="fin3r-table5: global alignment iterations."),
+    size: int | None = typer.Option(
+        None, "--size", min=16, help="fin3r suites: model input long side / width [the model's own]."
+    ),
 ) -> None:
     """Run a suite of dataset x task x mode probe cells and report them beside the paper's numbers.
 
@@ -83,11 +103,34 @@ def benchmark_cmd(
     """
     from tune3d.benchmark import SuiteSettings, load_suite, named_suites, run_suite
     from tune3d.cli._args import parse_hw
+    from tune3d.fin3r.evaluation.suites import FIN3R_SUITES
 
     if list_suites:
         for name, s in named_suites().items():
             cells = ", ".join(sorted({f"{c.dataset}/{c.task}" for c in s.cells}))
             typer.echo(f"{name}: {len(s.cells)} cells ({cells})")
+        for name, fs in FIN3R_SUITES.items():
+            note = f" [not available: {fs.missing}]" if fs.missing else ""
+            typer.echo(f"{name}: {fs.task} on --data {', '.join(fs.datasets)}{note}")
+        return
+    if suite is not None and suite.startswith("fin3r-"):
+        from tune3d.fin3r.evaluation.cli import run_fin3r_cli
+
+        run_fin3r_cli(
+            suite,
+            out,
+            model,
+            weights,
+            allow_random_init,
+            adapter,
+            data,
+            device,
+            limit,
+            max_points,
+            kf_every,
+            niter,
+            size,
+        )
         return
     if suite is None or out is None:
         raise Tune3DError("give a SUITE (name or YAML) and --out, or --list")

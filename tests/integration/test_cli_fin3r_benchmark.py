@@ -1,0 +1,215 @@
+"""`tune3d benchmark fin3r-table1` / `fin3r-table5` end to end on official-layout fixtures, tiny models."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+from fin3r_eval_fixtures import write_moge_suite, write_seven_scenes_flat  # noqa: E402
+
+
+def _adapter(tmp_path: Path, model: str) -> Path:
+    from tune3d.fin3r.adapters import add_adapters, save_adapters
+    from tune3d.recon import create_model
+
+    net = create_model(model, allow_random_init=True)
+    add_adapters(net)
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if ".lora_B." in n:
+                p.normal_(0, 0.05)  # a non-zero adapter, so adapter cells differ from base cells
+    path = tmp_path / f"{model}_adapter.safetensors"
+    save_adapters(net, path)
+    return path
+
+
+def _rows(out: Path) -> list[dict]:
+    with open(out / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_fin3r_table1_mono_depth_base_and_adapter(cli, tmp_path):
+    root = write_moge_suite(tmp_path / "moge", datasets=("NYUv2", "ETH3D"), n=2)
+    out = tmp_path / "t1"
+    args = ["benchmark", "fin3r-table1", "--model", "vggt_tiny", "--allow-random-init", "--size", "28"]
+    args += ["--adapter", _adapter(tmp_path, "vggt_tiny"), "--data", f"moge={root}", "--out", out]
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    rows = _rows(out)
+    assert list(rows[0]) == ["suite", "dataset", "task", "mode", "metric", "value", "paper"]
+    got = {(x["dataset"], x["mode"], x["metric"]): x for x in rows}
+    for ds in ("NYUv2", "ETH3D", "avg"):
+        for mode in ("base", "adapter"):
+            for metric in ("rel", "delta1"):
+                assert got[(ds, mode, metric)]["value"] != ""
+    assert got[("NYUv2", "base", "rel")]["paper"] == "3.14"  # VGGT family, Table 1
+    assert got[("avg", "adapter", "delta1")]["paper"] == "96.7"
+    avg = (float(got[("NYUv2", "base", "rel")]["value"]) + float(got[("ETH3D", "base", "rel")]["value"])) / 2
+    assert float(got[("avg", "base", "rel")]["value"]) == __import__("pytest").approx(avg, rel=1e-4)
+    assert got[("NYUv2", "base", "rel")]["value"] != got[("NYUv2", "adapter", "rel")]["value"]
+    # resumable per cell: a rerun skips the finished cells and reports the same numbers
+    stamp = (out / "cells" / "NYUv2__base" / "result.json").stat().st_mtime_ns
+    assert cli(*args).returncode == 0
+    assert (out / "cells" / "NYUv2__base" / "result.json").stat().st_mtime_ns == stamp
+    assert _rows(out) == rows
+
+
+def test_fin3r_table1_bad_dataset_fails_alone(cli, tmp_path):
+    root = write_moge_suite(tmp_path / "moge", datasets=("KITTI", "NYUv2"), n=1)
+    bad = root / "KITTI" / "scene" / "0000" / "depth.png"
+    from PIL import Image
+
+    Image.fromarray(torch.zeros(24, 32, dtype=torch.int32).numpy().astype("uint16")).save(bad)  # no near/far
+    from benchmark_fixtures import write_nyu_depth
+
+    nyu = write_nyu_depth(tmp_path / "nyu", n_train=1, n_test=2, size=(48, 64))
+    out = tmp_path / "t1bad"
+    r = cli(
+        "benchmark",
+        "fin3r-table1",
+        "--model",
+        "vggt_tiny",
+        "--allow-random-init",
+        "--size",
+        "28",
+        "--data",
+        f"moge={root}",
+        "--data",
+        f"nyuv2-depth={nyu}",
+        "--out",
+        out,
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "depth.png: not MoGe's depth encoding" in r.stderr
+    got = {(x["dataset"], x["metric"]): x["value"] for x in _rows(out)}
+    assert got[("NYUv2", "rel")] != "" and got[("KITTI", "rel")] == ""
+    assert got[("nyuv2-depth", "rel")] != "" and got[("nyuv2-depth", "delta1")] != ""  # toolbox layout
+
+
+def test_fin3r_table5_seven_scenes_flat_folder(cli, tmp_path):
+    root = write_seven_scenes_flat(tmp_path / "redkitchen", n=6)
+    out = tmp_path / "t5"
+    r = cli(
+        "benchmark",
+        "fin3r-table5",
+        "--model",
+        "dust3r_tiny",
+        "--allow-random-init",
+        "--size",
+        "64",
+        "--adapter",
+        _adapter(tmp_path, "dust3r_tiny"),
+        "--data",
+        f"7scenes={root}",
+        "--kf-every",
+        "2",
+        "--niter",
+        "10",
+        "--out",
+        out,
+    )
+    assert r.returncode == 0, r.stderr
+    got = {(x["dataset"], x["mode"], x["metric"]): x for x in _rows(out)}
+    for mode in ("base", "adapter"):
+        for metric in ("acc", "acc_med", "comp", "comp_med", "nc", "nc_med"):
+            v = float(got[("7scenes", mode, metric)]["value"])
+            assert v >= 0 and (v <= 1 or "nc" not in metric)
+    assert got[("7scenes", "base", "acc")]["paper"] == "0.026"  # DUSt3R family, Table 5
+
+
+def test_fin3r_bad_invocations(cli, tmp_path):
+    r = cli(
+        "benchmark",
+        "fin3r-table3",
+        "--model",
+        "vggt_tiny",
+        "--allow-random-init",
+        "--data",
+        f"re10k={tmp_path}",
+        "--out",
+        tmp_path / "t3",
+    )
+    assert r.returncode == 2 and "not implemented yet" in r.stderr and not (tmp_path / "t3").exists()
+    r = cli(
+        "benchmark",
+        "fin3r-table5",
+        "--model",
+        "vggt_tiny",
+        "--allow-random-init",
+        "--data",
+        f"scannet={tmp_path}",
+        "--out",
+        tmp_path / "t5",
+    )
+    assert r.returncode == 2 and "unknown dataset 'scannet'" in r.stderr
+    r = cli(
+        "benchmark",
+        "fin3r-table2",
+        "--model",
+        "vggt_tiny",
+        "--allow-random-init",
+        "--data",
+        f"scannet1500={tmp_path}",
+        "--out",
+        tmp_path / "t2",
+    )
+    assert r.returncode == 2 and "test.npz: file not found" in r.stderr
+    r = cli("benchmark", "--list")
+    assert all(f"fin3r-table{i}" in r.stdout for i in range(1, 7))
+
+
+def test_fin3r_table2_scannet1500_camera_head_and_procrustes(cli, tmp_path):
+    from fin3r_eval_fixtures import write_scannet1500
+
+    root = write_scannet1500(tmp_path / "sn")
+    for model, size in (("vggt_tiny", "56"), ("dust3r_tiny", "64")):
+        out = tmp_path / f"t2_{model}"
+        r = cli(
+            "benchmark",
+            "fin3r-table2",
+            "--model",
+            model,
+            "--allow-random-init",
+            "--size",
+            size,
+            "--data",
+            f"scannet1500={root}",
+            "--out",
+            out,
+        )
+        assert r.returncode == 0, r.stderr
+        got = {x["metric"]: x for x in _rows(out)}
+        assert set(got) == {"auc@5", "auc@10", "auc@20"}
+        vals = [float(got[m]["value"]) for m in ("auc@5", "auc@10", "auc@20")]
+        assert 0 <= vals[0] <= vals[1] <= vals[2] <= 100  # AUC grows with the threshold
+    assert got["auc@5"]["paper"] == "31.61"  # DUSt3R family, Table 2
+
+
+def test_fin3r_table4_bonn_video_depth(cli, tmp_path):
+    from fin3r_eval_fixtures import write_bonn
+
+    root = write_bonn(tmp_path / "bonn", n=3)
+    out = tmp_path / "t4"
+    r = cli(
+        "benchmark",
+        "fin3r-table4",
+        "--model",
+        "vggt_tiny",
+        "--allow-random-init",
+        "--size",
+        "28",
+        "--limit",
+        "2",
+        "--data",
+        f"bonn={root}",
+        "--out",
+        out,
+    )
+    assert r.returncode == 0, r.stderr
+    got = {x["metric"]: x for x in _rows(out)}
+    assert set(got) == {"rel", "delta1", "rel_ss", "delta1_ss", "rel_metric", "delta1_metric"}
+    assert 0 <= float(got["rel_ss"]["value"]) and 0 <= float(got["delta1"]["value"]) <= 100
