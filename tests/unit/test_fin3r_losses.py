@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tune3d.fin3r.losses import avg_dis_normalize, conf_distill_loss, pointmap_replay_loss
+from tune3d.fin3r.losses import avg_dis_normalize, conf_distill_loss
 
 LN2 = math.log(2.0)
 
@@ -60,43 +60,8 @@ def test_avg_dis_normalize_per_sample_and_joint_views():
     assert torch.all(empty == 0) and torch.all(f > 0)
 
 
-def test_replay_loss_joint_normalisation_and_multiview_mask():
-    gt = torch.zeros(2, 2, 1, 1, 3)
-    gt[:, 0, ..., 2], gt[:, 1, ..., 2] = 1.0, 3.0  # joint mean 2 -> 0.5, 1.5
-    pred = torch.zeros(2, 2, 1, 1, 3)
-    pred[..., 2] = 2.0  # -> 1, 1
-    pred[1] = torch.tensor([5.0, -7.0, 1.0])  # sample 1 is garbage but not multi-view
-    conf = torch.ones(2, 2, 1, 1)
-    conf[0, 1] = 2.0
-    mask = torch.ones(2, 2, 1, 1, dtype=torch.bool)
-    is_mv = torch.tensor([True, False])
-    loss = pointmap_replay_loss(pred, conf, gt, mask, lam=0.2, is_multiview=is_mv)
-    # per-view normalisation would give 0 error; joint normalisation gives 0.5 in each view
-    assert loss.item() == pytest.approx((0.5 + (2 * 0.5 - 0.2 * LN2)) / 2, abs=1e-6)
-    only0 = pointmap_replay_loss(pred[:1], conf[:1], gt[:1], mask[:1], lam=0.2)
-    assert loss.item() == pytest.approx(only0.item(), abs=1e-7)
-
-
-def test_replay_loss_no_multiview_is_zero_with_graph():
-    pred = torch.randn(2, 2, 3, 3, 3, requires_grad=True)
-    loss = pointmap_replay_loss(
-        pred,
-        torch.ones(2, 2, 3, 3),
-        torch.randn(2, 2, 3, 3, 3),
-        torch.ones(2, 2, 3, 3, dtype=torch.bool),
-        is_multiview=torch.tensor([False, False]),
-    )
-    assert loss.item() == 0.0
-    loss.backward()
-    assert torch.all(pred.grad == 0)
-
-
 def test_shape_errors():
     with pytest.raises(ValueError):
         conf_distill_loss(
             torch.zeros(1, 2, 2), torch.ones(1, 2, 2), torch.zeros(1, 2, 3), torch.ones(1, 2, 2) > 0
-        )
-    with pytest.raises(ValueError):
-        pointmap_replay_loss(
-            torch.zeros(1, 2, 2, 3), torch.ones(1, 2, 2), torch.zeros(1, 2, 2, 3), torch.ones(1, 2, 2) > 0
         )

@@ -66,3 +66,29 @@ def test_per_view_prediction_points_or_depth():
     Student.per_view_head = "depth"
     with pytest.raises(Tune3DError, match="'depth' produced no output"):
         per_view_prediction(Student(), out)
+
+
+@pytest.mark.parametrize("name", ["dust3r_tiny", "vggt_tiny"])
+def test_replay_term_is_the_model_familys_released_criterion(name):
+    """One definition of the replay loss: Fin3R's replay term is recon.losses.recon_loss itself, which for
+    DUSt3R is ConfLoss(Regr3D) per view, summed (not one mean over all views)."""
+    from tune3d.data.synth import generate_scene
+    from tune3d.fin3r.data import ReplayTuples
+    from tune3d.fin3r.targets import replay_loss
+    from tune3d.recon import create_model
+    from tune3d.recon.losses import ground_truth, recon_loss, regr3d_conf_loss
+
+    torch.manual_seed(0)
+    model = create_model(name, allow_random_init=True)
+    size = (56, 56) if name == "vggt_tiny" else (48, 64)
+    item = ReplayTuples([generate_scene(1, 3, *size, num_points=200)], 2, size)[0]
+    multi = {k: v[None] for k, v in item.items()}
+    out = model(multi["images"])
+    got = replay_loss(model, out, multi, alpha=0.2)
+    batch = {k: multi[k] for k in ("images", "depth", "K", "c2w")}
+    torch.testing.assert_close(got, recon_loss(model, out, batch, alpha=0.2)["loss"])
+    if name == "dust3r_tiny":
+        gt = ground_truth(batch)
+        ref = regr3d_conf_loss(out.pts3d, out.pts3d_conf, gt["pts_first"], gt["valid"], alpha=0.2)
+        torch.testing.assert_close(got, ref["loss"])
+        torch.testing.assert_close(got, ref["view1"] + ref["view2"])

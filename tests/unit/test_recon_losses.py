@@ -259,7 +259,7 @@ def test_gt_frames_and_vggt_normalisation():
 def test_family_loss_decreases_when_overfitting_one_batch(name):
     from tune3d.data.synth import generate_scene
     from tune3d.recon import create_model
-    from tune3d.recon.train import recon_loss
+    from tune3d.recon.losses import recon_loss
 
     torch.manual_seed(0)
     scene = generate_scene(

@@ -22,7 +22,7 @@ from tune3d.fin3r.adapters import (
 from tune3d.fin3r.config import DistillConfig
 from tune3d.fin3r.diagnostics import feature_norm_report
 from tune3d.fin3r.distill import train_adapters
-from tune3d.fin3r.losses import avg_dis_normalize, conf_distill_loss, pointmap_replay_loss
+from tune3d.fin3r.losses import avg_dis_normalize, conf_distill_loss
 from tune3d.fin3r.sampling import ReplayMixDataset, ReplaySampler, replay_collate
 
 __all__ = [
@@ -37,7 +37,6 @@ __all__ = [
     "feature_norm_report",
     "load_adapters",
     "merge_adapters",
-    "pointmap_replay_loss",
     "replay_collate",
     "save_adapters",
     "train_adapters",

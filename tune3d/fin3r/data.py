@@ -85,7 +85,8 @@ class ReplayTuples(Dataset):
     """Labelled multi-view tuples from scenes with depth and poses.
 
     Tuple ``j`` of a scene is frames ``start, start + stride, ..., start + (V-1)·stride``. Items: ``images``
-    ``V,3,H,W``; ``depth`` ``V,H,W``; ``K`` ``V,3,3``; ``pts3d`` ``V,H,W,3`` every view's ground-truth points
+    ``V,3,H,W``; ``depth`` ``V,H,W``; ``K`` ``V,3,3``; ``c2w`` ``V,4,4`` (float64); ``pts3d`` ``V,H,W,3``
+    every view's ground-truth points
     in the **first view's camera frame**; ``valid`` ``V,H,W`` bool.
     """
 
@@ -122,7 +123,7 @@ class ReplayTuples(Dataset):
         rel = invert_rigid(c2w[0]) @ c2w  # view k's camera -> first camera, float64
         pts = depth_to_pointmap(depth.double(), K, rel).float()
         valid = torch.isfinite(depth) & (depth > 0)
-        return {"images": images, "depth": depth, "K": K.float(), "pts3d": pts, "valid": valid}
+        return {"images": images, "depth": depth, "K": K.float(), "c2w": c2w, "pts3d": pts, "valid": valid}
 
 
 class EmptyDataset(Dataset):

@@ -7,7 +7,8 @@ pseudo-labels) with a ``replay_ratio`` share of labelled multi-view tuples (:cla
 - distillation on every image's per-view head (``model.per_view_head``: VGGT's depth head, the CroCo
   models' own-frame pointmap ``pts3d_self``; pairwise models see a single image as the self-pair, like
   ``forward_mono``), against the teacher target normalised per its kind;
-- the multi-view pointmap loss on the replayed tuples only, ground truth in the first view's camera frame.
+- on the replayed tuples only, the model family's own released training criterion against their ground
+  truth (:func:`tune3d.fin3r.targets.replay_loss`).
 
 The code flows data (:mod:`.data`) -> targets and the batch loss (:mod:`.targets`, which also says how
 they compare) -> the step (here). Every step's batch is a pure function of ``(seed, step)``, so a resumed

@@ -1,6 +1,9 @@
-"""Fin3R losses: confidence-weighted monocular distillation and multi-view pointmap replay.
+"""Fin3R's distillation loss: confidence-weighted regression to a monocular teacher.
 
-Both follow DUSt3R's ``ConfLoss(Regr3D(L21, norm_mode="avg_dis"), alpha=0.2)``: prediction and target are
+(The replay term on labelled tuples is the tuned model's own released criterion,
+:func:`tune3d.recon.losses.recon_loss`, via :func:`tune3d.fin3r.targets.replay_loss`.)
+
+It follows DUSt3R's ``ConfLoss(Regr3D(L21, norm_mode="avg_dis"), alpha=0.2)``: prediction and target are
 each divided by their mean distance to the origin over valid pixels (per sample; jointly over all views of
 a multi-view sample), the per-pixel error is the unsquared Euclidean distance (``L21``), and the loss is
 ``mean over valid pixels of conf · dist − λ · log(conf)``. The paper writes the distance squared;
@@ -80,38 +83,3 @@ def conf_distill_loss(
     if squared:
         dist = dist.square()
     return _conf_loss(dist, conf, mask, lam, pred)
-
-
-def pointmap_replay_loss(
-    pred_pts: Tensor,
-    conf: Tensor,
-    gt_pts: Tensor,
-    mask: Tensor,
-    lam: float = 0.2,
-    is_multiview: Tensor | None = None,
-    squared: bool = False,
-    normalize: bool = True,
-) -> Tensor:
-    """DUSt3R ``ConfLoss(Regr3D(L21, "avg_dis"))`` on labelled multi-view samples.
-
-    ``pred_pts``/``gt_pts``: ``B,S,H,W,3`` in the same reference frame (the first view's camera);
-    ``conf``/``mask``: ``B,S,H,W``; ``is_multiview``: bool ``(B,)`` — samples where it is False contribute
-    nothing (the replay term is ``1_mv(i)·[...]`` in the paper). Each sample's prediction and ground truth are
-    normalised by their own average distance over all its views jointly. Returns a scalar (0 if no sample
-    is multi-view).
-    """
-    if pred_pts.shape != gt_pts.shape or pred_pts.dim() != 5:
-        raise ValueError(
-            f"expected pred/gt pointmaps B,S,H,W,3, got {tuple(pred_pts.shape)}, {tuple(gt_pts.shape)}"
-        )
-    mask = mask.bool() & torch.isfinite(gt_pts).all(-1)
-    if is_multiview is not None:
-        mask = mask & is_multiview.bool().to(mask.device).view(-1, 1, 1, 1)
-    gt_pts = torch.where(mask.unsqueeze(-1), gt_pts, torch.zeros_like(gt_pts))
-    if normalize:
-        pred_pts, _ = avg_dis_normalize(pred_pts, mask, True)
-        gt_pts, _ = avg_dis_normalize(gt_pts, mask, True)
-    dist = (pred_pts - gt_pts).norm(dim=-1)
-    if squared:
-        dist = dist.square()
-    return _conf_loss(dist, conf, mask, lam, pred_pts)

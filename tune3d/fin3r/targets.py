@@ -17,7 +17,7 @@ from torch import Tensor
 
 from tune3d.errors import Tune3DError
 from tune3d.fin3r.config import DistillConfig
-from tune3d.fin3r.losses import avg_dis_normalize, conf_distill_loss, pointmap_replay_loss
+from tune3d.fin3r.losses import avg_dis_normalize, conf_distill_loss
 from tune3d.fin3r.teachers import KINDS, Teacher, TeacherOutput
 from tune3d.geometry import depth_to_pointmap, recover_z_shift
 
@@ -127,6 +127,18 @@ def _distill_term(
     )
 
 
+def replay_loss(model: Any, out: Any, multi: dict[str, Tensor], alpha: float) -> Tensor:
+    """The replay term on labelled tuples: the released training criterion of ``model``'s family
+    (:func:`tune3d.recon.losses.recon_loss`: DUSt3R/MASt3R ``ConfLoss(Regr3D)`` per view, summed, plus
+    MASt3R's matching term; CUT3R's pose and RGB terms; VGGT's camera/depth/point losses), with ``alpha``
+    weighting ``-log(confidence)``. ``multi``: a batch of :class:`~tune3d.fin3r.data.ReplayTuples` items."""
+    from tune3d.recon.losses import recon_loss
+
+    device = out.pts3d.device
+    batch = {k: multi[k].to(device) for k in ("images", "depth", "K", "c2w")}
+    return recon_loss(model, out, batch, alpha=alpha)["loss"]
+
+
 def distill_step_loss(
     model: Any, core: Any, teacher: Teacher, batch: dict[str, Any], cfg: DistillConfig, device: torch.device
 ) -> tuple[Tensor, dict[str, float]]:
@@ -164,15 +176,7 @@ def distill_step_loss(
         target = distill_targets(tout, K, torch.ones(len(flat), dtype=torch.bool), is_points, normalize)
         pred, conf, _ = per_view_prediction(core, out, points=target[2])
         ld = _distill_term(pred.flatten(0, 1), conf.flatten(0, 1), target, cfg, normalize)
-        lp = pointmap_replay_loss(
-            out.pts3d.float(),
-            out.pts3d_conf.float(),
-            multi["pts3d"].to(device),
-            multi["valid"].to(device),
-            lam=cfg.lam,
-            squared=cfg.squared,
-            normalize=not core.metric,
-        )
+        lp = replay_loss(core, out, multi, cfg.lam)
         total = total + (ld + lp) * n_multi
         parts["distill_multiview"] = float(ld.detach())
         parts["replay"] = float(lp.detach())

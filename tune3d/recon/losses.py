@@ -10,7 +10,7 @@ truth's* factor, so the absolute scale is supervised. MASt3R adds ``0.075 x`` it
 ("proper": row and column softmax, temperature 0.05) over ground-truth pixel matches between the two views
 (depth reprojection with an occlusion test), weighted by the descriptors' confidence with ``α = 10``.
 CUT3R adds its pose term (:func:`cut3r_pose_loss`: camera-to-first-camera translation over the pointmap
-scale, unit quaternion) and an MSE on its reconstructed image (``tune3d.recon.train.recon_loss``).
+scale, unit quaternion) and an MSE on its reconstructed image (``recon_loss``).
 
 VGGT family (vggt/training/loss.py): camera loss = L1 on the 9-d pose encoding (translation, quaternion,
 field of view weighted 0.5) summed over the camera head's refinement iterations with weights
@@ -488,3 +488,70 @@ def normalize_vggt_gt(
     w2c[..., :3, 3] = w2c[..., :3, 3] / scale.reshape(-1, 1, 1).to(w2c.dtype)
     sc = scale.reshape(-1, 1, 1, 1)
     return depth / sc, pts_first / sc[..., None], w2c, scale
+
+
+def recon_loss(
+    model,
+    out,
+    batch: dict[str, Tensor],
+    point_gradient: str = "normal",
+    matching_weight: float = 0.075,
+    n_corres: int = 1024,
+    alpha: float = 0.2,
+) -> dict[str, Tensor]:
+    """The family's supervised loss for model outputs ``out`` on a batch of tuples.
+
+    ``batch``: ``depth`` B,S,H,W (metres, 0 invalid), ``K`` B,S,3,3, ``c2w`` B,S,4,4, optional ``corr_seed``.
+    ``point_gradient``: the gradient term of VGGT's point loss (official: ``normal``). Models with descriptors
+    (MASt3R) add ``matching_weight`` x the confidence-weighted InfoNCE over ``n_corres`` ground-truth matches
+    per pair, as MASt3R's training criterion; models with a pose head (CUT3R) add its pose and RGB terms.
+    ``alpha`` is the weight of the ``-log(confidence)`` term (DUSt3R's ``ConfLoss`` alpha; Fin3R's lambda).
+    Fin3R's replay term is this criterion too, so a model is tuned with the loss it was released with.
+    Returns ``loss`` and detached logging terms.
+    """
+    from tune3d.recon.vggt.pose_encoding import encode_pose  # lazy: the vggt package imports model code
+
+    gt = ground_truth(batch)
+    if getattr(model, "family", "") == "vggt":
+        H, W = batch["depth"].shape[-2:]
+        depth, pts, w2c, _ = normalize_vggt_gt(
+            batch["depth"], gt["pts_first"], batch["c2w"].double(), gt["valid"]
+        )
+        pose_enc = encode_pose(w2c[..., :3, :], batch["K"].double(), (H, W))
+        return vggt_loss(
+            out,
+            depth.float(),
+            pts.float(),
+            pose_enc.float(),
+            gt["valid"],
+            alpha=alpha,
+            point_gradient=point_gradient,
+        )
+    logs = croco_loss(
+        out, gt["pts_first"], gt["valid"], gt["pts_self"], alpha=alpha, metric=bool(model.metric)
+    )
+    if "pose_encoding" in out.extras:
+        # CUT3R: 2·mean(per-view conf terms) + pose term; our pointmap part is the *sum* of the 2·S per-view
+        # terms, i.e. S times CUT3R's, so the pose term is weighted by S to keep the released ratio.
+        _, gt_scale = normalize_pointmap(gt["pts_first"], gt["valid"], "avg_dis")
+        if model.metric:
+            pr_scale = gt_scale
+        else:
+            _, pr_scale = normalize_pointmap(out.pts3d, gt["valid"], "avg_dis")
+        pose = cut3r_pose_loss(out.extras["pose_encoding"], batch["c2w"], pr_scale, gt_scale)
+        logs["loss"] = logs["loss"] + out.pts3d.shape[1] * pose["loss"]
+        logs.update({f"pose_{k}": v.detach() for k, v in pose.items()})
+        if "rgb" in out.extras and "images" in batch:  # CUT3R's RGBLoss(MSE), images in [-1, 1] as released
+            img = batch["images"].permute(0, 1, 3, 4, 2).to(out.extras["rgb"].dtype)
+            rgb = ((out.extras["rgb"] * 2 - 1) - (img * 2 - 1)).square().mean()
+            logs["loss"] = logs["loss"] + out.pts3d.shape[1] * rgb
+            logs["rgb"] = rgb.detach()
+    if "desc" in out.extras and matching_weight > 0:
+        g = torch.Generator().manual_seed(int(batch.get("corr_seed", torch.tensor(0))))
+        xy0, xy1, valid = sample_correspondences(batch["depth"], batch["K"], batch["c2w"], n_corres, g)
+        match = mast3r_matching_loss(out.extras["desc"], out.extras["desc_conf"], xy0, xy1, valid)
+        logs["loss"] = logs["loss"] + matching_weight * match["loss"]
+        logs["matching"] = match["loss"].detach()
+        logs["infonce"] = match["infonce"]
+        logs["matches"] = valid.sum(1).float().mean()
+    return logs
