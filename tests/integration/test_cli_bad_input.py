@@ -69,7 +69,8 @@ def test_lifts_recorded_before_fingerprints_still_count_as_finished(scenes, tmp_
 
     from tune3d.data import load_scene
     from tune3d.io import write_json, write_yaml
-    from tune3d.splatting.lift import CONFIG_FILE, METRICS_FILE, LiftConfig, config_record, is_finished
+    from tune3d.splatting.lift import is_finished
+    from tune3d.splatting.lift_format import CONFIG_FILE, METRICS_FILE, LiftConfig, config_record
 
     backbone = SimpleNamespace(name="dinov2_vits14_tiny", weights=None)
     record = config_record(LiftConfig(), load_scene(scenes / "data" / "scene_000"), backbone)

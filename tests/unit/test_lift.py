@@ -9,17 +9,10 @@ import torch
 
 from tune3d.errors import Tune3DError
 from tune3d.splatting import FeatureGaussians
-from tune3d.splatting.lift import (
-    LiftConfig,
-    View,
-    feature_input_size,
-    lift_losses,
-    lift_scene,
-    make_optimizers,
-    make_strategy,
-    split_views,
-)
+from tune3d.splatting.lift import View, feature_input_size, lift_losses, lift_scene
+from tune3d.splatting.lift_format import LiftConfig, split_views
 from tune3d.splatting.lift_many import scene_out_dirs, shard
+from tune3d.splatting.strategy import make_optimizers, make_strategy
 
 H, W = 48, 64
 

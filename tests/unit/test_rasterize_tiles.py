@@ -91,7 +91,7 @@ def test_tile_size_changes_nothing_but_speed(ts):
 
 
 def test_default_tile_size_and_lift_config():
-    from tune3d.splatting.lift import LiftConfig
+    from tune3d.splatting.lift_format import LiftConfig
 
     means, quats, scales, opac, colors, viewmats, K = _elongated_scene(n=10)
     _, _, info = rasterize(means, quats, scales, opac, colors, viewmats, K, 20, 20, backend="torch")
@@ -105,7 +105,8 @@ def test_default_tile_size_and_lift_config():
 
 def test_lift_renders_with_the_configured_tile_size():
     from tune3d.splatting import FeatureGaussians
-    from tune3d.splatting.lift import LiftConfig, View, lift_losses
+    from tune3d.splatting.lift import View, lift_losses
+    from tune3d.splatting.lift_format import LiftConfig
 
     g = torch.Generator().manual_seed(0)
     xyz = torch.rand(200, 3, generator=g) * torch.tensor([2.0, 1.5, 1.0]) + torch.tensor([-1.0, -0.75, 2.5])

@@ -64,7 +64,7 @@ def lift_cmd(
     import logging
 
     from tune3d.data import detect_format
-    from tune3d.splatting.lift import LiftConfig
+    from tune3d.splatting.lift_format import LiftConfig
     from tune3d.splatting.lift_many import dist_env, lift_scenes
 
     if backend not in ("auto", "torch", "gsplat"):

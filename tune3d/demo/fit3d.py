@@ -174,7 +174,8 @@ def lift_all(
     backbone: Any,
     render_resolution: tuple[int, int] | None,
 ) -> list[Path]:
-    from tune3d.splatting.lift import REFERENCE_ITERS, LiftConfig, lift_scene
+    from tune3d.splatting.lift import lift_scene
+    from tune3d.splatting.lift_format import REFERENCE_ITERS, LiftConfig
 
     lcfg = LiftConfig(
         iters=cfg.lift_iters,

@@ -10,7 +10,6 @@ the cache makes that a choice instead of a requirement.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import OrderedDict
@@ -22,11 +21,22 @@ import numpy as np
 import torch
 
 from tune3d.errors import Tune3DError
-from tune3d.splatting.gaussians import DECODER_FILE, GAUSSIANS_FILE, FeatureGaussians
+from tune3d.splatting.gaussians import FeatureGaussians
+from tune3d.splatting.lift_format import (
+    CONFIG_FILE,
+    DECODER_FILE,
+    GAUSSIANS_FILE,
+    METRICS_FILE,
+    LiftConfig,
+    config_record,
+    read_gaussians_header,
+    scene_fingerprint,
+    split_views,
+)
 
 log = logging.getLogger(__name__)
 
-LIFT_CONFIG = "config.yaml"
+LIFT_CONFIG = CONFIG_FILE
 VIEW_SETS = ("train", "all")
 
 
@@ -121,17 +131,6 @@ def _resolution(value: Any, where: str) -> tuple[int, int] | None:
     return h, w
 
 
-def _gaussians_header(path: Path) -> tuple[dict[str, str], dict[str, list[int]]]:
-    """safetensors metadata and tensor shapes without reading the tensors."""
-    with open(path, "rb") as f:
-        size = int.from_bytes(f.read(8), "little")
-        if not 0 < size < 100_000_000:
-            raise Tune3DError(f"{path}: not a safetensors file")
-        header = json.loads(f.read(size))
-    meta = header.pop("__metadata__", {}) or {}
-    return meta, {k: v["shape"] for k, v in header.items()}
-
-
 def is_lifted_dir(path: str | os.PathLike) -> bool:
     p = Path(path)
     return (p / GAUSSIANS_FILE).is_file() and (p / LIFT_CONFIG).is_file()
@@ -187,13 +186,11 @@ def open_lifted(
     """Read a finished lift's ``config.yaml``/``metrics.json`` and headers (no Gaussians are loaded).
 
     The views are the lift's own: ``lift.frames`` selects source frames, then every ``lift.holdout_every``-th
-    selected frame is held out (:func:`tune3d.splatting.lift.split_views`). ``scene_path`` overrides the
-    source scene recorded by the lift (e.g. when the data moved); ``scene_root`` looks it up by folder
+    selected frame is held out (:func:`tune3d.splatting.lift_format.split_views`). ``scene_path`` overrides
+    the source scene recorded by the lift (e.g. when the data moved); ``scene_root`` looks it up by folder
     name under a new root. Where the lift recorded a content fingerprint, the scene found must match it.
     """
     import yaml
-
-    from tune3d.splatting.lift import METRICS_FILE, scene_fingerprint, split_views
 
     path = Path(path)
     if not is_lifted_dir(path):
@@ -210,7 +207,7 @@ def open_lifted(
     scene_rec, lift = cfg.get("scene"), cfg.get("lift")
     if not isinstance(scene_rec, dict) or not isinstance(lift, dict):
         raise Tune3DError(f"{where}: not a tune3d lift config (needs 'scene' and 'lift' sections)")
-    meta, shapes = _gaussians_header(path / GAUSSIANS_FILE)
+    meta, shapes = read_gaussians_header(path / GAUSSIANS_FILE)
     width = int(meta.get("feature_width", 0) or 0)
     if width <= 0 or not (path / DECODER_FILE).is_file():
         raise Tune3DError(f"{path}: lifted scene has no feature decoder ({DECODER_FILE})")
@@ -323,11 +320,11 @@ def write_random_lifted(
     It has exactly the layout ``tune3d lift`` writes, so stage II runs on it; use it for tests and
     benchmarks of fine-tuning mechanics (the targets carry no information of any backbone).
     """
-    import dataclasses
+
+    from types import SimpleNamespace
 
     from tune3d.data import load_scene, scene_point_cloud
     from tune3d.io import write_json, write_yaml
-    from tune3d.splatting.lift import LiftConfig, scene_fingerprint
 
     scene = load_scene(scene_dir)
     g = torch.Generator().manual_seed(seed)
@@ -350,16 +347,7 @@ def write_random_lifted(
         iters=1, latent_dim=latent_dim, sh_degree=0, holdout_every=holdout_every, resolution=resolution
     )
     size = resolution or (scene[0].height, scene[0].width)
-    record = {
-        "scene": {
-            "name": scene.name,
-            "path": str(Path(scene.path).resolve()),
-            "frames": len(scene),
-            "fingerprint": scene_fingerprint(scene),
-        },
-        "backbone": {"name": backbone, "weights": "random"},
-        "lift": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(lift).items()},
-    }
+    record = config_record(lift, scene, SimpleNamespace(name=backbone, weights="random"))
     write_yaml(out / LIFT_CONFIG, record)
     write_json(out / "metrics.json", {"resolution": list(size), "num_gaussians": len(gs), "random": True})
     return out

@@ -18,10 +18,7 @@ Outputs in ``out_dir``: ``config.yaml`` (first), ``gaussians.safetensors``, ``de
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import functools
 import logging
-import math
 import os
 import shutil
 import sys
@@ -37,104 +34,19 @@ from torch import Tensor
 
 from tune3d.errors import Tune3DError
 from tune3d.splatting.gaussians import PARAM_KEYS, FeatureGaussians
+from tune3d.splatting.lift_format import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    NON_RESULT_FIELDS,
+    LiftConfig,
+    config_record,
+    split_views,
+)
 from tune3d.splatting.losses import feature_agreement, l1_loss, photometric_loss, psnr, ssim_map
 from tune3d.splatting.render import render_rgb_and_features
+from tune3d.splatting.strategy import make_optimizers, make_strategy, means_lr
 
 logger = logging.getLogger(__name__)
-
-REFERENCE_ITERS = 30_000
-METRICS_FILE = "metrics.json"
-CONFIG_FILE = "config.yaml"
-# Fields that do not change the result: a finished or interrupted run with other values still matches.
-_NON_RESULT_FIELDS = ("checkpoint_every", "device", "feature_cache", "num_render_views", "progress")
-_NON_RESULT_FIELDS += ("tile_size",)  # the same image up to float rounding
-
-
-@dataclass
-class LiftConfig:
-    """Settings of one per-scene lift. Schedules are given for the 30k-iteration reference and scaled by
-    ``iters / 30000``; learning rates are the 3DGS / FiT3D ones (means lr times the camera extent).
-
-    ``feature_lr_scale``: the latent features and the decoder start at zero / random and only move through
-    Adam steps of size ~lr, so a run much shorter than the reference cannot travel as far; with
-    ``"iters"`` their learning rates are multiplied by ``max(1, sqrt(30000 / iters))``, ``"none"`` keeps them.
-    """
-
-    iters: int = 1000
-    latent_dim: int = 64
-    sh_degree: int = 3
-    resolution: tuple[int, int] | None = None  # render (H, W); None = the frames' own size
-    feature_resolution: tuple[int, int] | None = None  # backbone input (H, W); None = see feature_input_size
-    frames: str | None = None  # "A:B[:STEP]" selection before the hold-out split
-    holdout_every: int = 8  # every k-th selected frame (index % k == 0) is held out; 0 = none
-    seed: int = 0
-    backend: str = "auto"
-    tile_size: int | None = None  # rasterizer tile edge (pixels); None = the backend's fastest default
-    device: str = "auto"
-    checkpoint_every: int = 500
-    feature_cache: str | None = None  # folder of the backbone feature cache; None = no cache
-    num_render_views: int = 4
-    max_eval_views: int = 25  # held-out views scored (evenly spaced over the held-out set); 0 = all
-    progress: bool = True
-    # initialisation
-    init_points: int = 20_000
-    init_depth_frames: int = 32
-    init_depth_stride: int = 4
-    init_opacity: float = 0.1
-    # loss
-    lambda_ssim: float = 0.2
-    lambda_feature: float = 1.0
-    # learning rates (Adam, eps 1e-15)
-    lr_means: float = 1.6e-4
-    lr_means_final: float = 1.6e-6
-    lr_quats: float = 1e-3
-    lr_scales: float = 5e-3
-    lr_opacities: float = 0.05
-    lr_sh0: float = 2.5e-3
-    lr_shN: float = 2.5e-3 / 20
-    lr_features: float = 2.5e-3 / 40
-    lr_decoder: float = 2.5e-3 / 40
-    feature_lr_scale: str = "iters"
-    # densification (reference iterations; scaled by iters / 30000)
-    densify_from: int = 500
-    densify_until: int = 15_000
-    densify_every: int = 100
-    opacity_reset_every: int = 3000
-    sh_up_every: int = 1000
-    grow_grad2d: float = 2e-4
-    grow_scale3d: float = 0.01
-    prune_opa: float = 0.005
-    prune_scale3d: float = 0.1
-    max_gaussians: int = 20_000  # growth cap (0 = none), see CappedDefaultStrategy
-
-    def __post_init__(self) -> None:
-        for name in ("resolution", "feature_resolution"):
-            v = getattr(self, name)
-            if v is not None:
-                v = tuple(int(x) for x in v)
-                if len(v) != 2 or min(v) <= 0:
-                    raise Tune3DError(f"{name} must be two positive sizes (H, W), got {v}")
-                setattr(self, name, v)
-        if self.iters <= 0:
-            raise Tune3DError(f"iters must be positive, got {self.iters}")
-        if self.tile_size is not None and int(self.tile_size) <= 0:
-            raise Tune3DError(f"tile_size must be positive, got {self.tile_size}")
-        if self.holdout_every < 0 or self.holdout_every == 1:
-            raise Tune3DError(f"holdout_every must be 0 (none) or >= 2, got {self.holdout_every}")
-        if not 0 <= self.sh_degree <= 3:
-            raise Tune3DError(f"sh_degree must be in [0, 3], got {self.sh_degree}")
-        if self.feature_lr_scale not in ("iters", "none"):
-            raise Tune3DError(f"feature_lr_scale must be 'iters' or 'none', got {self.feature_lr_scale!r}")
-
-    def scaled(self, reference_iter: int) -> int:
-        """A reference-schedule iteration count scaled to this run (at least 1)."""
-        return max(1, round(reference_iter * self.iters / REFERENCE_ITERS))
-
-    @property
-    def feature_lr_factor(self) -> float:
-        if self.feature_lr_scale == "none":
-            return 1.0
-        return max(1.0, math.sqrt(REFERENCE_ITERS / self.iters))
 
 
 # ----------------------------------------------------------------------------------------------- views
@@ -147,17 +59,6 @@ class View:
     image: Tensor
     viewmat: Tensor
     K: Tensor
-
-
-def split_views(num_frames: int, holdout_every: int) -> tuple[list[int], list[int]]:
-    """``(train, held_out)`` positions: every ``holdout_every``-th one (``i % k == 0``) is held out."""
-    if holdout_every <= 0:
-        return list(range(num_frames)), []
-    held = [i for i in range(num_frames) if i % holdout_every == 0]
-    train = [i for i in range(num_frames) if i % holdout_every != 0]
-    if not train:
-        raise Tune3DError(f"holdout_every={holdout_every} leaves no training views of {num_frames}")
-    return train, held
 
 
 def feature_input_size(height: int, width: int, patch_size: int, short_side: int = 224) -> tuple[int, int]:
@@ -254,99 +155,6 @@ def initial_point_cloud(
 
 
 # ----------------------------------------------------------------------------------------------- state
-def make_optimizers(
-    gaussians: FeatureGaussians, cfg: LiftConfig, extent: float
-) -> dict[str, torch.optim.Adam]:
-    """One Adam (eps 1e-15) per parameter key, gsplat's DefaultStrategy contract, plus ``"decoder"``."""
-    f = cfg.feature_lr_factor
-    lrs = {
-        "means": cfg.lr_means * extent,
-        "quats": cfg.lr_quats,
-        "scales": cfg.lr_scales,
-        "opacities": cfg.lr_opacities,
-        "sh0": cfg.lr_sh0,
-        "shN": cfg.lr_shN,
-        "features": cfg.lr_features * f,
-    }
-    opts = {k: torch.optim.Adam([gaussians.params[k]], lr=lrs[k], eps=1e-15) for k in PARAM_KEYS}
-    opts["decoder"] = torch.optim.Adam(gaussians.decoder.parameters(), lr=cfg.lr_decoder * f, eps=1e-15)
-    return opts
-
-
-def means_lr(cfg: LiftConfig, extent: float, step: int) -> float:
-    """Exponential decay from ``lr_means`` to ``lr_means_final`` (times the extent) over the run."""
-    t = min(max(step / max(cfg.iters, 1), 0.0), 1.0)
-    return extent * math.exp((1 - t) * math.log(cfg.lr_means) + t * math.log(cfg.lr_means_final))
-
-
-def _refine_every(cfg: LiftConfig) -> int:
-    # Gradient statistics need a few views to mean anything: never refine more often than every 10 steps.
-    return max(10, cfg.scaled(cfg.densify_every))
-
-
-def _reset_every(cfg: LiftConfig) -> int:
-    # Keep the reference's 30 refinements between opacity resets, so that a short run still has time to
-    # recover its opacities after each reset.
-    return max(cfg.scaled(cfg.opacity_reset_every), 30 * _refine_every(cfg))
-
-
-def make_strategy(cfg: LiftConfig):
-    """gsplat's ``DefaultStrategy`` with the scaled 3DGS schedule and the ``max_gaussians`` cap."""
-    return _capped_strategy_class()(
-        prune_opa=cfg.prune_opa,
-        grow_grad2d=cfg.grow_grad2d,
-        grow_scale3d=cfg.grow_scale3d,
-        prune_scale3d=cfg.prune_scale3d,
-        refine_start_iter=cfg.scaled(cfg.densify_from),
-        refine_stop_iter=cfg.scaled(cfg.densify_until),
-        refine_every=_refine_every(cfg),
-        reset_every=_reset_every(cfg),
-        max_gaussians=cfg.max_gaussians,
-    )
-
-
-@functools.cache
-def _capped_strategy_class():
-    from gsplat.strategy import DefaultStrategy
-    from gsplat.strategy.ops import reset_opa
-
-    @dataclasses.dataclass
-    class CappedDefaultStrategy(DefaultStrategy):
-        """``DefaultStrategy`` plus two things.
-
-        * ``max_gaussians``: when growing would exceed the cap, the gradient threshold is raised for that
-          refinement so that only the highest-gradient Gaussians grow (each clone/split adds one). Short,
-          CPU-sized schedules start densifying before the fit settles, when nearly every Gaussian's gradient
-          is above 2e-4; uncapped, the count then doubles at every refinement.
-        * The opacity reset: gsplat 1.5.3 tests ``step % reset_every == 0 & step > 0``, which by operator
-          precedence is never true, so the 3DGS reset never happens; it is applied here (idempotent).
-        """
-
-        max_gaussians: int = 0
-
-        def _grow_gs(self, params, optimizers, state, step):
-            base = self.grow_grad2d
-            if self.max_gaussians > 0:
-                avg = state["grad2d"] / state["count"].clamp_min(1)
-                budget = self.max_gaussians - len(params["means"])
-                above = int((avg > base).sum())
-                if budget <= 0:
-                    self.grow_grad2d = float("inf")
-                elif above > budget:
-                    self.grow_grad2d = float(torch.topk(avg, budget + 1).values[-1])
-            try:
-                return super()._grow_gs(params, optimizers, state, step)
-            finally:
-                self.grow_grad2d = base
-
-        def step_post_backward(self, params, optimizers, state, step, info, packed=False):
-            super().step_post_backward(params, optimizers, state, step, info, packed=packed)
-            if 0 < step < self.refine_stop_iter and step % self.reset_every == 0:
-                reset_opa(params=params, optimizers=optimizers, state=state, value=self.prune_opa * 2.0)
-
-    return CappedDefaultStrategy
-
-
 @contextlib.contextmanager
 def _seeded(seed: int, step: int, device: torch.device):
     """Seed the global RNG (gsplat's split samples with it) from (seed, step), restoring it afterwards."""
@@ -459,41 +267,8 @@ def save_renders(
         save_png(tile_images([*pca.to_images(up), *pca.to_images(rendered)]), f"{stem}_features.png")
 
 
-def scene_fingerprint(scene) -> str:
-    """Content fingerprint of a scene's frames: names, sizes, intrinsics and poses (rounded to 1e-6).
-
-    Identifies the scene wherever its folder lives; reads no pixels, so it is cheap for large scenes.
-    """
-    import hashlib
-
-    h = hashlib.sha256()
-    for f in scene.frames:
-        h.update(f.name.encode())
-        h.update(np.asarray([f.width, f.height], dtype=np.int64).tobytes())
-        for m in (f.K, f.c2w):
-            h.update((np.round(np.asarray(m, dtype=np.float64), 6) + 0.0).tobytes())  # + 0.0: no -0.0
-    return h.hexdigest()[:16]
-
-
-def config_record(cfg: LiftConfig, scene, backbone) -> dict[str, Any]:
-    """What ``config.yaml`` holds: the lift settings plus the scene and backbone identity.
-
-    The scene path is stored absolute (a lifted scene is usable from any working directory) with a
-    content fingerprint (:func:`scene_fingerprint`) so a relocated scene can be checked.
-    """
-    path = str(Path(scene.path).resolve()) if scene.path else None
-    record = {"name": scene.name, "path": path, "frames": len(scene), "fingerprint": scene_fingerprint(scene)}
-    if scene.source_indices is not None:  # a subset: which frames of the scene on disk were lifted
-        record["source_frames"] = list(scene.source_indices)
-    return {
-        "scene": record,
-        "backbone": {"name": backbone.name, "weights": backbone.weights},
-        "lift": dataclasses.asdict(cfg),
-    }
-
-
 def _fingerprint(record: dict[str, Any]) -> dict[str, Any]:
-    lift = {k: v for k, v in record.get("lift", {}).items() if k not in _NON_RESULT_FIELDS}
+    lift = {k: v for k, v in record.get("lift", {}).items() if k not in NON_RESULT_FIELDS}
     lift = {k: list(v) if isinstance(v, tuple) else v for k, v in lift.items()}
     scene = record.get("scene")
     if isinstance(scene, dict) and "fingerprint" in scene:  # the content, not where it lives, identifies it
