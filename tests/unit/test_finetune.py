@@ -170,7 +170,7 @@ def test_resume_after_interruption_matches_uninterrupted(lifted, monkeypatch):
     ref = finetune([lifted[0]], NAME, cfg, lifted["root"] / "full", allow_random_init=True)
 
     calls = {"n": 0}
-    real = ft.render_target
+    real = ft.render_grid_target
 
     def crashing(*a, **k):
         calls["n"] += 1
@@ -179,11 +179,11 @@ def test_resume_after_interruption_matches_uninterrupted(lifted, monkeypatch):
         return real(*a, **k)
 
     out = lifted["root"] / "crashed"
-    monkeypatch.setattr(ft, "render_target", crashing)
+    monkeypatch.setattr(ft, "render_grid_target", crashing)
     with pytest.raises(RuntimeError, match="simulated crash"):
         finetune([lifted[0]], NAME, cfg, out, allow_random_init=True)
     assert (out / "checkpoints" / "step_00000004").is_dir() and not (out / "backbone.safetensors").exists()
-    monkeypatch.setattr(ft, "render_target", real)
+    monkeypatch.setattr(ft, "render_grid_target", real)
     res = finetune([lifted[0]], NAME, cfg, out, allow_random_init=True)
 
     assert res["train_loss_first"] == pytest.approx(ref["train_loss_first"], abs=1e-6)

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from tune3d.engine import CheckpointManager, RunLogger, make_accelerator, seed_everything, step_generator
 from tune3d.errors import Tune3DError
 from tune3d.fit3d.lifted import LiftedCache, LiftedScene, find_lifted_dirs, open_lifted
-from tune3d.fit3d.targets import MASK_MODES, hflip, masked_l1_sums, reduce_to_grid, render_target, valid_mask
+from tune3d.fit3d.targets import MASK_MODES, hflip, masked_l1_sums, render_grid_target
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +157,20 @@ class SampleSource:
         image, viewmat, K = scene.view(view, self.cfg.resolution)
         H, W = image.shape[-2:]
         gaussians = self.cache.get(scene)
-        feats, alpha = render_target(gaussians, viewmat, K, H, W, self.cfg.raster_backend, device=self.device)
-        mask = valid_mask(alpha, self.cfg.mask, self.cfg.alpha_threshold)
-        grid = self.grid(H, W)
-        return Sample(image.to(self.device), reduce_to_grid(feats, grid)[0], reduce_to_grid(mask, grid)[0])
+        cfg = self.cfg
+        target, mask = render_grid_target(
+            gaussians,
+            viewmat,
+            K,
+            H,
+            W,
+            self.grid(H, W),
+            cfg.raster_backend,
+            self.device,
+            cfg.mask,
+            cfg.alpha_threshold,
+        )
+        return Sample(image.to(self.device), target[0], mask[0])
 
 
 def collate(samples: list[Sample], flips: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
