@@ -41,6 +41,12 @@ def finetune_cmd(
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", min=1),
     log_every: int | None = typer.Option(None, "--log-every", min=1),
     cache_mb: float | None = typer.Option(None, "--cache-mb", help="Memory budget of loaded Gaussians (MB)."),
+    target_cache_mb: float | None = typer.Option(
+        None, "--target-cache-mb", min=0, help="Memory budget of rendered targets, 0 = off (MB) [1024]."
+    ),
+    target_cache: str | None = typer.Option(
+        None, "--target-cache", help="Folder keeping rendered targets across runs (safetensors) [none]."
+    ),
     seed: int | None = typer.Option(None, "--seed"),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
     mixed_precision: str | None = typer.Option(None, "--mixed-precision", help="auto | no | bf16 | fp16."),
@@ -84,6 +90,8 @@ def finetune_cmd(
         checkpoint_every=checkpoint_every,
         log_every=log_every,
         cache_mb=cache_mb,
+        target_cache_mb=target_cache_mb,
+        target_cache_dir=target_cache,
         seed=seed,
         device=device,
         mixed_precision=mixed_precision,

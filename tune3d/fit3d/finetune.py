@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from tune3d.engine import CheckpointManager, RunLogger, make_accelerator, seed_everything, step_generator
 from tune3d.errors import Tune3DError
 from tune3d.fit3d.lifted import LiftedCache, LiftedScene, find_lifted_dirs, open_lifted
+from tune3d.fit3d.target_cache import TargetCache, scene_fingerprint, target_key
 from tune3d.fit3d.targets import MASK_MODES, hflip, masked_l1_sums, render_grid_target
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class FinetuneConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     cache_mb: float = 8192.0  # byte budget of loaded Gaussians (LRU)
+    target_cache_mb: float = 1024.0  # in-memory budget of rendered per-view targets (LRU); 0 disables
+    target_cache_dir: str | None = None  # also keep targets here as safetensors, reused across runs
     seed: int = 42
     device: str = "auto"
     mixed_precision: str = "auto"  # auto | no | bf16 | fp16
@@ -81,6 +84,7 @@ class FinetuneConfig:
             (self.resize in ("floor", "resize", "pad"), "resize must be floor, resize or pad"),
             (self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}"),
             (self.cache_mb > 0, f"cache_mb must be > 0, got {self.cache_mb}"),
+            (self.target_cache_mb >= 0, f"target_cache_mb must be >= 0, got {self.target_cache_mb}"),
             (self.resolution is None or len(self.resolution) == 2, "resolution must be (H, W)"),
         ]
         for ok, msg in checks:
@@ -130,14 +134,17 @@ class Sample:
 
 @dataclass
 class SampleSource:
-    """Turns (scene, view) pairs into :class:`Sample` objects (renders targets, reduces them to the grid)."""
+    """Turns (scene, view) pairs into :class:`Sample` objects (renders targets on the token grid, or takes
+    them from ``targets``: the Gaussians and decoder are frozen, so a view's target never changes)."""
 
     scenes: list[LiftedScene]
     cache: LiftedCache
     patch_size: int
     cfg: FinetuneConfig
     device: torch.device
+    targets: TargetCache | None = None
     pairs: list[tuple[int, int]] = field(init=False)
+    _fingerprints: dict[int, str] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.pairs = [(i, v) for i, s in enumerate(self.scenes) for v in s.views(self.cfg.views)]
@@ -153,23 +160,27 @@ class SampleSource:
 
     def load(self, index: int) -> Sample:
         si, view = self.pairs[index]
-        scene = self.scenes[si]
-        image, viewmat, K = scene.view(view, self.cfg.resolution)
+        scene, cfg = self.scenes[si], self.cfg
+        image, viewmat, K = scene.view(view, cfg.resolution)
         H, W = image.shape[-2:]
+        grid = self.grid(H, W)
+        key = None
+        if self.targets is not None:
+            if si not in self._fingerprints:
+                self._fingerprints[si] = scene_fingerprint(scene.path)
+            fp = self._fingerprints[si]
+            key = target_key(
+                fp, view, viewmat, K, (H, W), grid, cfg.mask, cfg.alpha_threshold, cfg.raster_backend
+            )
+            hit = self.targets.get(key)
+            if hit is not None:
+                return Sample(image.to(self.device), hit[0].to(self.device), hit[1].to(self.device))
         gaussians = self.cache.get(scene)
-        cfg = self.cfg
         target, mask = render_grid_target(
-            gaussians,
-            viewmat,
-            K,
-            H,
-            W,
-            self.grid(H, W),
-            cfg.raster_backend,
-            self.device,
-            cfg.mask,
-            cfg.alpha_threshold,
+            gaussians, viewmat, K, H, W, grid, cfg.raster_backend, self.device, cfg.mask, cfg.alpha_threshold
         )
+        if key is not None:
+            self.targets.put(key, target[0], mask[0])
         return Sample(image.to(self.device), target[0], mask[0])
 
 
@@ -219,8 +230,14 @@ class Finetuner:
         self.global_size = cfg.batch_size * self.world
         cache = LiftedCache(int(cfg.cache_mb * 2**20), device="cpu")
         self.cache = cache
-        self.data = SampleSource(scenes, cache, backbone.patch_size, cfg, accelerator.device)
-        self.val = SampleSource(val_scenes or [], cache, backbone.patch_size, cfg, accelerator.device)
+        targets = None
+        if cfg.target_cache_mb > 0 or cfg.target_cache_dir is not None:
+            targets = TargetCache(int(cfg.target_cache_mb * 2**20), cfg.target_cache_dir)
+        self.targets = targets
+        self.data = SampleSource(scenes, cache, backbone.patch_size, cfg, accelerator.device, targets)
+        self.val = SampleSource(
+            val_scenes or [], cache, backbone.patch_size, cfg, accelerator.device, targets
+        )
         if cfg.val_max_views is not None:
             self.val.pairs = _limit_per_scene(self.val.pairs, cfg.val_max_views)
         if len(self.data) < self.global_size:
@@ -463,6 +480,7 @@ def finetune(
         "val_loss_after": val_after,
         "seconds": round(seconds, 3),
         "cache": trainer.cache.stats(),
+        "target_cache": None if trainer.targets is None else trainer.targets.stats(),
         "mixed_precision": acc.mixed_precision,
     }
     acc.wait_for_everyone()
@@ -493,6 +511,8 @@ def _fingerprint(run_config: dict[str, Any]) -> str:
         "log_every",
         "progress",
         "cache_mb",
+        "target_cache_mb",
+        "target_cache_dir",
         "device",
         "val_lifted",
         "val_max_views",
