@@ -7,6 +7,9 @@ drifts hit both alike; times are medians over the timed repetitions. One JSON li
   :class:`tune3d.fit3d.finetune.Finetuner` (Accelerate), with no target cache: every step renders;
 - ``finetune_step_cached``: the same steps with their targets already in the per-view target cache (a
   second epoch, or a rerun with ``--target-cache``): no rendering, only the image read;
+- ``finetune_step_prefetch``: the fine-tuning loop as ``tune3d finetune`` runs it (``prefetch``): the next
+  step's targets render on a worker thread while this step trains, no target cache; timed as a separate
+  block after the interleaved variants (its background render would disturb their timings);
 - ``bare_timm``: the same timm model, batch and input size: forward_features, L1 against the same target,
   backward, clip, AdamW step, no rendering, no Accelerate;
 - ``target_decode``: one view's decoder pass, full-resolution decode + bilinear reduction (the old way) vs
@@ -166,6 +169,22 @@ def main() -> None:
             flush=True,
         )
         print(json.dumps({"name": "bare_timm", **common, "ms": bare_ms}), flush=True)
+        # the default loop: step s + 1's targets render on a worker thread while step s trains (no target
+        # cache, so every step renders). Run as its own block after the interleaved ones: its background
+        # render would otherwise overlap and slow the other variants' timings.
+        pf_cfg = FinetuneConfig(
+            batch_size=args.batch_size, progress=False, device=args.device, seed=0, target_cache_mb=0
+        )
+        pf_bb = create_backbone(name, allow_random_init=True, device=dev, precision="fp32")
+        pf = Finetuner([lifted], pf_bb, pf_cfg, acc)
+        pf_steps = pf.prefetched_steps(0, steps + 1)
+        pf.train_step(0, next(pf_steps))  # warm-up; step 1's targets render meanwhile
+        prefetch = []
+        for s in range(1, steps + 1):
+            prefetch.append(timed(lambda s=s: pf.train_step(s, next(pf_steps)))[1])
+        pf_steps.close()
+        print(json.dumps({"name": "finetune_step_prefetch", **common, "ms": _ms(prefetch)}), flush=True)
+
         # the decoder alone: full-resolution decode + reduce vs decode at the token grid's support
         from tune3d.fit3d.targets import decode_at_grid, decode_full, reduce_to_grid, render_latent
 
@@ -203,6 +222,7 @@ def main() -> None:
                         statistics.median(a / b for a, b in zip(step, bare)), 3
                     ),
                     "cached_step_ratio": round(ft_cached / bare_ms, 3),
+                    "prefetch_step_ratio": round(_ms(prefetch) / bare_ms, 3),
                     "train_only_ratio": round(_ms(train) / bare_ms, 3),
                     "steps": steps,
                     "target": 1.15,

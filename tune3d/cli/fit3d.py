@@ -52,6 +52,9 @@ def finetune_cmd(
     mixed_precision: str | None = typer.Option(None, "--mixed-precision", help="auto | no | bf16 | fp16."),
     raster_backend: str | None = typer.Option(None, "--raster-backend", help="auto | torch | gsplat."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    no_prefetch: bool = typer.Option(
+        False, "--no-prefetch", help="Render each step's targets in turn, not during the previous step."
+    ),
 ) -> None:
     """Fine-tune a 2D backbone on features rendered from lifted scenes (FiT3D stage II) and export it.
 
@@ -100,6 +103,8 @@ def finetune_cmd(
     base.update({k: v for k, v in flags.items() if v is not None})
     if no_progress:
         base["progress"] = False
+    if no_prefetch:
+        base["prefetch"] = False
     cfg = from_dict(FinetuneConfig, base, source=str(config) if config else "finetune options")
     metrics = finetune(
         lifted,

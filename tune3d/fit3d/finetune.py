@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ class FinetuneConfig:
     device: str = "auto"
     mixed_precision: str = "auto"  # auto | no | bf16 | fp16
     raster_backend: str = "auto"  # auto | torch | gsplat
+    prefetch: bool = True  # render the next step's targets on a worker thread while this step trains
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -270,6 +272,28 @@ class Finetuner:
         idx, flips = self.local_slice(step)
         return collate([self.data.load(int(i)) for i in idx], flips)
 
+    def prefetched_steps(self, start: int, stop: int) -> Iterator[list[tuple[Tensor, Tensor, Tensor]]]:
+        """``load_step(s)`` for ``s`` in ``[start, stop)``; with ``cfg.prefetch`` step ``s + 1`` is loaded
+        (rendered) on a worker thread while the caller trains step ``s``. Targets are a pure function of
+        the step, so results are identical; only one load runs at a time and nothing else touches the
+        caches meanwhile, so they need no lock. A failed load raises when its step is asked for."""
+        if not self.cfg.prefetch:
+            yield from (self.load_step(s) for s in range(start, stop))
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fit3d-targets") as pool:
+            pending = pool.submit(self.load_step, start) if start < stop else None
+            for s in range(start, stop):
+                groups = pending.result()
+                pending = pool.submit(self.load_step, s + 1) if s + 1 < stop else None
+                try:
+                    yield groups
+                except GeneratorExit:
+                    if pending is not None:
+                        pending.cancel()
+                    raise
+
     def train_step(self, step: int, groups: list[tuple[Tensor, Tensor, Tensor]]) -> float:
         """One optimizer step on pre-loaded groups; returns the global-batch loss."""
         acc = self.acc
@@ -444,19 +468,23 @@ def finetune(
         disable=not (main and cfg.progress),
         dynamic_ncols=True,
     )
-    for step in range(start, trainer.total_steps):
-        loss = trainer.train_step(step, trainer.load_step(step))
-        if state["first_loss"] is None:
-            state["first_loss"] = loss
-        state["recent"] = (state["recent"] + [loss])[-max(1, cfg.log_every) :]
-        done = step + 1
-        if done % cfg.log_every == 0 or done == trainer.total_steps or step == 0:
-            logger.log(step, train_loss=loss, lr=lr_at(cfg, step, trainer.total_steps))
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}")
-        if done % cfg.checkpoint_every == 0 or done == trainer.total_steps:
-            state.update(step=done, seconds=time.perf_counter() - t0)
-            _save(trainer, ckpts, state, run_config, acc)
+    steps = trainer.prefetched_steps(start, trainer.total_steps)
+    try:
+        for step in range(start, trainer.total_steps):
+            loss = trainer.train_step(step, next(steps))
+            if state["first_loss"] is None:
+                state["first_loss"] = loss
+            state["recent"] = (state["recent"] + [loss])[-max(1, cfg.log_every) :]
+            done = step + 1
+            if done % cfg.log_every == 0 or done == trainer.total_steps or step == 0:
+                logger.log(step, train_loss=loss, lr=lr_at(cfg, step, trainer.total_steps))
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if done % cfg.checkpoint_every == 0 or done == trainer.total_steps:
+                state.update(step=done, seconds=time.perf_counter() - t0)
+                _save(trainer, ckpts, state, run_config, acc)
+    finally:
+        steps.close()  # waits for a prefetch still running
     bar.close()
 
     val_after = trainer.evaluate()
@@ -511,6 +539,7 @@ def _fingerprint(run_config: dict[str, Any]) -> str:
         "log_every",
         "progress",
         "cache_mb",
+        "prefetch",
         "target_cache_mb",
         "target_cache_dir",
         "device",
