@@ -166,11 +166,12 @@ def test_resume_after_interruption_matches_uninterrupted(lifted, monkeypatch):
 
     import tune3d.fit3d.finetune as ft
 
-    cfg = _cfg(max_steps=6, epochs=4, checkpoint_every=2)
+    # no target cache: every sample renders, so the crash lands on a known render
+    cfg = _cfg(max_steps=6, epochs=4, checkpoint_every=2, target_cache_mb=0)
     ref = finetune([lifted[0]], NAME, cfg, lifted["root"] / "full", allow_random_init=True)
 
     calls = {"n": 0}
-    real = ft.render_target
+    real = ft.render_grid_target
 
     def crashing(*a, **k):
         calls["n"] += 1
@@ -179,11 +180,11 @@ def test_resume_after_interruption_matches_uninterrupted(lifted, monkeypatch):
         return real(*a, **k)
 
     out = lifted["root"] / "crashed"
-    monkeypatch.setattr(ft, "render_target", crashing)
+    monkeypatch.setattr(ft, "render_grid_target", crashing)
     with pytest.raises(RuntimeError, match="simulated crash"):
         finetune([lifted[0]], NAME, cfg, out, allow_random_init=True)
     assert (out / "checkpoints" / "step_00000004").is_dir() and not (out / "backbone.safetensors").exists()
-    monkeypatch.setattr(ft, "render_target", real)
+    monkeypatch.setattr(ft, "render_grid_target", real)
     res = finetune([lifted[0]], NAME, cfg, out, allow_random_init=True)
 
     assert res["train_loss_first"] == pytest.approx(ref["train_loss_first"], abs=1e-6)
@@ -205,3 +206,31 @@ def test_bad_inputs_raise_one_clear_error(lifted, tmp_path):
         finetune([wide], NAME, _cfg(), tmp_path / "o2", allow_random_init=True)
     with pytest.raises(Tune3DError, match="mask must be"):
         FinetuneConfig(mask="bogus")
+
+
+def test_prefetching_targets_on_a_worker_thread_changes_nothing(lifted, monkeypatch):
+    import threading
+
+    from safetensors.torch import load_file
+
+    import tune3d.fit3d.finetune as ft
+
+    where = []
+    real = ft.render_grid_target
+
+    def recording(*a, **k):
+        where.append(threading.current_thread().name)
+        return real(*a, **k)
+
+    monkeypatch.setattr(ft, "render_grid_target", recording)
+    root = lifted["root"]
+    runs = {}
+    for prefetch in (False, True):
+        cfg = _cfg(max_steps=4, epochs=2, target_cache_mb=0, prefetch=prefetch)
+        where.clear()
+        runs[prefetch] = finetune([lifted[0]], NAME, cfg, root / f"pf{prefetch}", allow_random_init=True)
+        threads = set(where)
+        assert len(where) == 8 and (threads == {"MainThread"}) != prefetch, threads
+    assert runs[True]["train_loss_last"] == runs[False]["train_loss_last"]
+    a, b = (load_file(root / f"pf{p}" / "backbone.safetensors") for p in (True, False))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -46,11 +46,20 @@ def finetune_cmd(
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", min=1),
     log_every: int | None = typer.Option(None, "--log-every", min=1),
     cache_mb: float | None = typer.Option(None, "--cache-mb", help="Memory budget of loaded Gaussians (MB)."),
+    target_cache_mb: float | None = typer.Option(
+        None, "--target-cache-mb", min=0, help="Memory budget of rendered targets, 0 = off (MB) [1024]."
+    ),
+    target_cache: str | None = typer.Option(
+        None, "--target-cache", help="Folder keeping rendered targets across runs (safetensors) [none]."
+    ),
     seed: int | None = typer.Option(None, "--seed"),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
     mixed_precision: str | None = typer.Option(None, "--mixed-precision", help="auto | no | bf16 | fp16."),
     raster_backend: str | None = typer.Option(None, "--raster-backend", help="auto | torch | gsplat."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    no_prefetch: bool = typer.Option(
+        False, "--no-prefetch", help="Render each step's targets in turn, not during the previous step."
+    ),
 ) -> None:
     """Fine-tune a 2D backbone on features rendered from lifted scenes (FiT3D stage II) and export it.
 
@@ -96,6 +105,8 @@ def finetune_cmd(
         checkpoint_every=checkpoint_every,
         log_every=log_every,
         cache_mb=cache_mb,
+        target_cache_mb=target_cache_mb,
+        target_cache_dir=target_cache,
         seed=seed,
         device=device,
         mixed_precision=mixed_precision,
@@ -104,6 +115,8 @@ def finetune_cmd(
     base.update({k: v for k, v in flags.items() if v is not None})
     if no_progress:
         base["progress"] = False
+    if no_prefetch:
+        base["prefetch"] = False
     cfg = from_dict(FinetuneConfig, base, source=str(config) if config else "finetune options")
     metrics = finetune(
         lifted,

@@ -7,7 +7,7 @@ from tune3d.fit3d.assembly import ASSEMBLY_MODES, AssembledBackbone, build_assem
 from tune3d.fit3d.export import export_backbone, load_exported_timm
 from tune3d.fit3d.finetune import FinetuneConfig, Finetuner
 from tune3d.fit3d.lifted import LiftedCache, find_lifted_dirs, open_lifted
-from tune3d.fit3d.targets import masked_l1, reduce_to_grid, render_target
+from tune3d.fit3d.targets import masked_l1, reduce_to_grid, render_grid_target, render_target
 
 __all__ = [
     "ASSEMBLY_MODES",
@@ -22,5 +22,6 @@ __all__ = [
     "masked_l1",
     "open_lifted",
     "reduce_to_grid",
+    "render_grid_target",
     "render_target",
 ]

@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ from tune3d.engine import CheckpointManager, RunLogger, make_accelerator, seed_e
 from tune3d.engine.schedule import warmup_decay
 from tune3d.errors import Tune3DError
 from tune3d.fit3d.lifted import LiftedCache, LiftedScene, find_lifted_dirs, open_lifted
-from tune3d.fit3d.targets import MASK_MODES, hflip, masked_l1_sums, reduce_to_grid, render_target, valid_mask
+from tune3d.fit3d.target_cache import TargetCache, scene_fingerprint, target_key
+from tune3d.fit3d.targets import MASK_MODES, hflip, masked_l1_sums, render_grid_target
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +62,13 @@ class FinetuneConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     cache_mb: float = 8192.0  # byte budget of loaded Gaussians (LRU)
+    target_cache_mb: float = 1024.0  # in-memory budget of rendered per-view targets (LRU); 0 disables
+    target_cache_dir: str | None = None  # also keep targets here as safetensors, reused across runs
     seed: int = 42
     device: str = "auto"
     mixed_precision: str = "auto"  # auto | no | bf16 | fp16
     raster_backend: str = "auto"  # auto | torch | gsplat
+    prefetch: bool = True  # render the next step's targets on a worker thread while this step trains
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -81,6 +86,7 @@ class FinetuneConfig:
             (self.resize in ("floor", "resize", "pad"), "resize must be floor, resize or pad"),
             (self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}"),
             (self.cache_mb > 0, f"cache_mb must be > 0, got {self.cache_mb}"),
+            (self.target_cache_mb >= 0, f"target_cache_mb must be >= 0, got {self.target_cache_mb}"),
             (self.resolution is None or len(self.resolution) == 2, "resolution must be (H, W)"),
         ]
         for ok, msg in checks:
@@ -125,14 +131,17 @@ class Sample:
 
 @dataclass
 class SampleSource:
-    """Turns (scene, view) pairs into :class:`Sample` objects (renders targets, reduces them to the grid)."""
+    """Turns (scene, view) pairs into :class:`Sample` objects (renders targets on the token grid, or takes
+    them from ``targets``: the Gaussians and decoder are frozen, so a view's target never changes)."""
 
     scenes: list[LiftedScene]
     cache: LiftedCache
     patch_size: int
     cfg: FinetuneConfig
     device: torch.device
+    targets: TargetCache | None = None
     pairs: list[tuple[int, int]] = field(init=False)
+    _fingerprints: dict[int, str] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.pairs = [(i, v) for i, s in enumerate(self.scenes) for v in s.views(self.cfg.views)]
@@ -148,14 +157,28 @@ class SampleSource:
 
     def load(self, index: int) -> Sample:
         si, view = self.pairs[index]
-        scene = self.scenes[si]
-        image, viewmat, K = scene.view(view, self.cfg.resolution)
+        scene, cfg = self.scenes[si], self.cfg
+        image, viewmat, K = scene.view(view, cfg.resolution)
         H, W = image.shape[-2:]
-        gaussians = self.cache.get(scene)
-        feats, alpha = render_target(gaussians, viewmat, K, H, W, self.cfg.raster_backend, device=self.device)
-        mask = valid_mask(alpha, self.cfg.mask, self.cfg.alpha_threshold)
         grid = self.grid(H, W)
-        return Sample(image.to(self.device), reduce_to_grid(feats, grid)[0], reduce_to_grid(mask, grid)[0])
+        key = None
+        if self.targets is not None:
+            if si not in self._fingerprints:
+                self._fingerprints[si] = scene_fingerprint(scene.path)
+            fp = self._fingerprints[si]
+            key = target_key(
+                fp, view, viewmat, K, (H, W), grid, cfg.mask, cfg.alpha_threshold, cfg.raster_backend
+            )
+            hit = self.targets.get(key)
+            if hit is not None:
+                return Sample(image.to(self.device), hit[0].to(self.device), hit[1].to(self.device))
+        gaussians = self.cache.get(scene)
+        target, mask = render_grid_target(
+            gaussians, viewmat, K, H, W, grid, cfg.raster_backend, self.device, cfg.mask, cfg.alpha_threshold
+        )
+        if key is not None:
+            self.targets.put(key, target[0], mask[0])
+        return Sample(image.to(self.device), target[0], mask[0])
 
 
 def collate(samples: list[Sample], flips: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
@@ -204,8 +227,14 @@ class Finetuner:
         self.global_size = cfg.batch_size * self.world
         cache = LiftedCache(int(cfg.cache_mb * 2**20), device="cpu")
         self.cache = cache
-        self.data = SampleSource(scenes, cache, backbone.patch_size, cfg, accelerator.device)
-        self.val = SampleSource(val_scenes or [], cache, backbone.patch_size, cfg, accelerator.device)
+        targets = None
+        if cfg.target_cache_mb > 0 or cfg.target_cache_dir is not None:
+            targets = TargetCache(int(cfg.target_cache_mb * 2**20), cfg.target_cache_dir)
+        self.targets = targets
+        self.data = SampleSource(scenes, cache, backbone.patch_size, cfg, accelerator.device, targets)
+        self.val = SampleSource(
+            val_scenes or [], cache, backbone.patch_size, cfg, accelerator.device, targets
+        )
         if cfg.val_max_views is not None:
             self.val.pairs = _limit_per_scene(self.val.pairs, cfg.val_max_views)
         if len(self.data) < self.global_size:
@@ -237,6 +266,28 @@ class Finetuner:
     def load_step(self, step: int) -> list[tuple[Tensor, Tensor, Tensor]]:
         idx, flips = self.local_slice(step)
         return collate([self.data.load(int(i)) for i in idx], flips)
+
+    def prefetched_steps(self, start: int, stop: int) -> Iterator[list[tuple[Tensor, Tensor, Tensor]]]:
+        """``load_step(s)`` for ``s`` in ``[start, stop)``; with ``cfg.prefetch`` step ``s + 1`` is loaded
+        (rendered) on a worker thread while the caller trains step ``s``. Targets are a pure function of
+        the step, so results are identical; only one load runs at a time and nothing else touches the
+        caches meanwhile, so they need no lock. A failed load raises when its step is asked for."""
+        if not self.cfg.prefetch:
+            yield from (self.load_step(s) for s in range(start, stop))
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fit3d-targets") as pool:
+            pending = pool.submit(self.load_step, start) if start < stop else None
+            for s in range(start, stop):
+                groups = pending.result()
+                pending = pool.submit(self.load_step, s + 1) if s + 1 < stop else None
+                try:
+                    yield groups
+                except GeneratorExit:
+                    if pending is not None:
+                        pending.cancel()
+                    raise
 
     def train_step(self, step: int, groups: list[tuple[Tensor, Tensor, Tensor]]) -> float:
         """One optimizer step on pre-loaded groups; returns the global-batch loss."""
@@ -419,19 +470,23 @@ def finetune(
         disable=not (main and cfg.progress),
         dynamic_ncols=True,
     )
-    for step in range(start, trainer.total_steps):
-        loss = trainer.train_step(step, trainer.load_step(step))
-        if state["first_loss"] is None:
-            state["first_loss"] = loss
-        state["recent"] = (state["recent"] + [loss])[-max(1, cfg.log_every) :]
-        done = step + 1
-        if done % cfg.log_every == 0 or done == trainer.total_steps or step == 0:
-            logger.log(step, train_loss=loss, lr=lr_at(cfg, step, trainer.total_steps))
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}")
-        if done % cfg.checkpoint_every == 0 or done == trainer.total_steps:
-            state.update(step=done, seconds=time.perf_counter() - t0)
-            _save(trainer, ckpts, state, run_config, acc)
+    steps = trainer.prefetched_steps(start, trainer.total_steps)
+    try:
+        for step in range(start, trainer.total_steps):
+            loss = trainer.train_step(step, next(steps))
+            if state["first_loss"] is None:
+                state["first_loss"] = loss
+            state["recent"] = (state["recent"] + [loss])[-max(1, cfg.log_every) :]
+            done = step + 1
+            if done % cfg.log_every == 0 or done == trainer.total_steps or step == 0:
+                logger.log(step, train_loss=loss, lr=lr_at(cfg, step, trainer.total_steps))
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if done % cfg.checkpoint_every == 0 or done == trainer.total_steps:
+                state.update(step=done, seconds=time.perf_counter() - t0)
+                _save(trainer, ckpts, state, run_config, acc)
+    finally:
+        steps.close()  # waits for a prefetch still running
     bar.close()
 
     val_after = trainer.evaluate()
@@ -455,6 +510,7 @@ def finetune(
         "val_loss_after": val_after,
         "seconds": round(seconds, 3),
         "cache": trainer.cache.stats(),
+        "target_cache": None if trainer.targets is None else trainer.targets.stats(),
         "mixed_precision": acc.mixed_precision,
     }
     acc.wait_for_everyone()
@@ -485,6 +541,9 @@ def _fingerprint(run_config: dict[str, Any]) -> str:
         "log_every",
         "progress",
         "cache_mb",
+        "prefetch",
+        "target_cache_mb",
+        "target_cache_dir",
         "device",
         "val_lifted",
         "val_max_views",

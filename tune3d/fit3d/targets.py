@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from tune3d.splatting.gaussians import FeatureGaussians
 from tune3d.splatting.rasterize import rasterize
@@ -21,7 +21,7 @@ MASK_MODES = ("alpha", "binary", "none")
 
 
 @torch.no_grad()
-def render_target(
+def render_latent(
     gaussians: FeatureGaussians,
     viewmat: Tensor,
     K: Tensor,
@@ -30,7 +30,7 @@ def render_target(
     backend: str = "auto",
     device: str | torch.device | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Decoded feature render ``[C,width_vit,H,W]`` and alpha ``[C,1,H,W]`` for ``C`` cameras, no autograd.
+    """Latent render ``[C,D,H,W]`` and alpha ``[C,1,H,W]`` for ``C`` cameras, no autograd, no decoder.
 
     ``viewmat``: ``[4,4]``/``[C,4,4]`` world-to-camera (OpenCV); ``K``: ``[3,3]``/``[C,3,3]`` pixels. Only the
     latent channels are rasterized (no colour pass), with no background term, as in FiT3D. ``device``
@@ -54,9 +54,124 @@ def render_target(
         height,
         backend=backend,
     )
-    # the scene's decoder: one 3x3 conv without bias (FiT3D), applied to the full-resolution latent map
-    feats = F.conv2d(latent.permute(0, 3, 1, 2), gaussians.decoder.weight.to(dev), padding=1)
-    return feats, alpha.permute(0, 3, 1, 2)
+    return latent.permute(0, 3, 1, 2), alpha.permute(0, 3, 1, 2)
+
+
+@torch.no_grad()
+def render_target(
+    gaussians: FeatureGaussians,
+    viewmat: Tensor,
+    K: Tensor,
+    height: int,
+    width: int,
+    backend: str = "auto",
+    device: str | torch.device | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Decoded full-resolution feature render ``[C,width_vit,H,W]`` and alpha ``[C,1,H,W]`` (see
+    :func:`render_latent`); stage II itself only needs :func:`render_grid_target`."""
+    latent, alpha = render_latent(gaussians, viewmat, K, height, width, backend, device)
+    return decode_full(latent, gaussians.decoder), alpha
+
+
+@torch.no_grad()
+def render_grid_target(
+    gaussians: FeatureGaussians,
+    viewmat: Tensor,
+    K: Tensor,
+    height: int,
+    width: int,
+    grid: tuple[int, int],
+    backend: str = "auto",
+    device: str | torch.device | None = None,
+    mask: str = "alpha",
+    threshold: float = 0.5,
+) -> tuple[Tensor, Tensor]:
+    """Stage II target ``[C,width_vit,h,w]`` and mask ``[C,1,h,w]`` on the token grid ``(h, w)``.
+
+    Equal (to float rounding) to ``reduce_to_grid`` of the full :func:`render_target`, but the decoder runs
+    only where the bilinear reduction reads (:func:`decode_at_grid`).
+    """
+    latent, alpha = render_latent(gaussians, viewmat, K, height, width, backend, device)
+    feats = decode_at_grid(latent, gaussians.decoder, grid)
+    return feats, reduce_to_grid(valid_mask(alpha, mask, threshold), grid)
+
+
+def decode_full(latent: Tensor, decoder: nn.Module) -> Tensor:
+    """The scene's decoder on the whole latent map ``[B,D,H,W]`` -> ``[B,width,H,W]`` on latent's device."""
+    if isinstance(decoder, nn.Conv2d):
+        w = decoder.weight.to(latent.device, latent.dtype)
+        b = None if decoder.bias is None else decoder.bias.to(latent.device, latent.dtype)
+        if decoder.padding_mode != "zeros":
+            return decoder.to(latent.device)(latent)
+        return F.conv2d(latent, w, b, decoder.stride, decoder.padding, decoder.dilation, decoder.groups)
+    return decoder.to(latent.device)(latent)
+
+
+def support_decodable(decoder: nn.Module) -> bool:
+    """Whether :func:`decode_at_grid` can evaluate ``decoder`` at single pixels exactly: a zero-padded
+    'same' convolution (odd square kernel, stride 1, no dilation, one group), e.g. FiT3D's 3x3 conv."""
+    if not isinstance(decoder, nn.Conv2d):
+        return False
+    kh, kw = decoder.kernel_size
+    return (
+        kh == kw
+        and kh % 2 == 1
+        and decoder.padding == (kh // 2, kw // 2)
+        and decoder.stride == (1, 1)
+        and decoder.dilation == (1, 1)
+        and decoder.groups == 1
+        and decoder.padding_mode == "zeros"
+    )
+
+
+def bilinear_matrix(n_in: int, n_out: int, device: torch.device | str | None = None) -> Tensor:
+    """``[n_out, n_in]`` weights of the 1D bilinear resize :func:`reduce_to_grid` applies along one axis.
+
+    Taken from ``F.interpolate`` itself on one-hot inputs, so the taps and weights are PyTorch's own
+    (source coordinate clamping at the border, float32 weights); at most two non-zeros per row.
+    """
+    eye = torch.eye(n_in, device=device).view(n_in, 1, n_in, 1)
+    if n_in == n_out:
+        return eye[:, 0, :, 0]
+    out = F.interpolate(eye, size=(n_out, 1), mode="bilinear", align_corners=False, antialias=False)
+    return out[:, 0, :, 0].T.contiguous()
+
+
+def decode_at_grid(latent: Tensor, decoder: nn.Module, grid: tuple[int, int]) -> Tensor:
+    """``reduce_to_grid(decoder(latent), grid)`` without a full-map decode: ``[B,D,H,W]`` -> ``[B,C,h,w]``.
+
+    Bilinear reduction reads two rows x two columns per token and a ``k x k`` conv reads a ``k x k``
+    neighbourhood per pixel, so a token depends only on a ``(k+1) x (k+1)`` latent block (4x4 for FiT3D's
+    3x3 conv). The blocks are gathered, reduced with the same bilinear weights (both maps are linear and
+    the reduction acts per channel, so they commute) and the conv weights are applied once per token:
+    ``C * D * k^2`` multiply-adds per token instead of per pixel. Decoders that are not a zero-padded
+    'same' conv, and grids not smaller than the image, take the full decode.
+    """
+    h, w = int(grid[0]), int(grid[1])
+    B, D, H, W = latent.shape
+    if not support_decodable(decoder) or h * w >= H * W:
+        return reduce_to_grid(decode_full(latent, decoder), (h, w))
+    dev, dt = latent.device, latent.dtype
+    k = decoder.kernel_size[0]
+    p = k // 2
+    my, mx = bilinear_matrix(H, h, dev).to(dt), bilinear_matrix(W, w, dev).to(dt)  # [h,H], [w,W]
+    rows = my.ne(0).any(0).nonzero().squeeze(1)  # pixels any token reads, [R] and [S]
+    cols = mx.ne(0).any(0).nonzero().squeeze(1)
+    # the k rows/columns around each support pixel; out-of-image ones are the conv's zero padding
+    ri = (rows[None, :] + torch.arange(-p, p + 1, device=dev)[:, None]).reshape(-1)
+    ci = (cols[None, :] + torch.arange(-p, p + 1, device=dev)[:, None]).reshape(-1)
+    inside = ((ri >= 0) & (ri < H)).to(dt)[:, None, None] * ((ci >= 0) & (ci < W)).to(dt)[None, :, None]
+    lat = latent.permute(0, 2, 3, 1)  # the rasterizer's own [B,H,W,D] layout: gathers copy whole vectors
+    block = lat.index_select(1, ri.clamp(0, H - 1)).index_select(2, ci.clamp(0, W - 1)) * inside
+    block = block.view(B, k, len(rows), k, len(cols), D)
+    red = torch.einsum("hr,byrxsd->byxhsd", my[:, rows], block)
+    red = torch.einsum("byxhsd,ws->bdyxhw", red, mx[:, cols])  # [B,D,k,k,h,w]
+    weight = decoder.weight.to(dev, dt).reshape(decoder.out_channels, D * k * k)  # (d, ky, kx) order
+    out = (weight @ red.reshape(B, D * k * k, h * w)).view(B, -1, h, w)
+    if decoder.bias is not None:  # the bias passes through the reduction scaled by its weight sums
+        ones = my.sum(1)[:, None] * mx.sum(1)[None, :]
+        out = out + decoder.bias.to(dev, dt).view(1, -1, 1, 1) * ones
+    return out
 
 
 def valid_mask(alpha: Tensor, mode: str = "alpha", threshold: float = 0.5) -> Tensor:
