@@ -172,3 +172,43 @@ def test_eth3d_reader_raw_depth_and_geometry(tmp_path):
     (root / "courtyard" / "custom_undistorted_cam" / "DSC_0000.npz").unlink()
     with pytest.raises(Tune3DError, match="DSC_0000.npz: file not found"):
         eth3d_sequences(root)
+
+
+def test_pi3_protocol_scores_a_similarity_of_the_ground_truth_perfectly(tmp_path, monkeypatch):
+    """Table 6 chain on DTU (mm) and ETH3D (m): a prediction that is the masked ground truth under an
+    arbitrary similarity (scale 1e-3 for DTU, as a model in metres would give) plus a 1 mm / 1 cm
+    shift of one frame scores Acc/Comp of that shift's size at most and NC 1, for a metric model too."""
+    from tune3d.fin3r.evaluation import pointmaps_pi3
+    from tune3d.recon import create_model
+
+    model = create_model("dust3r_tiny", allow_random_init=True)
+    model.metric = True  # Pi3 fits the scale for every model
+    seen = {}
+
+    def fake_predict(model, images, niter=300):
+        gt = seen["gt"]
+        R = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+        pred = 1e-3 * gt @ R.T + np.array([0.3, -0.2, 1.0])
+        pred[1] += seen["shift"]  # frame 1 off by a known offset (pred units)
+        return pred
+
+    real_load = pointmaps_pi3.load_sequence
+
+    def spy_load(*a, **k):
+        images, gt, valid = real_load(*a, **k)
+        seen["gt"] = np.where(valid[..., None], gt, 0.0)
+        return images, gt, valid
+
+    monkeypatch.setattr(pointmaps_pi3, "predict_points", fake_predict)
+    monkeypatch.setattr(pointmaps_pi3, "load_sequence", spy_load)
+    dtu = dtu_sequences(write_dtu_scan(tmp_path / "dtu", "scan1", n=6))
+    seen["shift"] = 0.0
+    m = pointmaps_pi3.evaluate_pi3_pointmaps(model, dtu, size=64)
+    assert m["acc"] < 1e-6 and m["comp"] < 1e-6 and m["nc"] == pytest.approx(1.0)
+    seen["shift"] = np.array([0.0, 0.0, 1e-3])  # 1 mm along the plane normal after the 1e-3 scale
+    m = pointmaps_pi3.evaluate_pi3_pointmaps(model, dtu, size=64)
+    assert 0.0 < m["acc"] <= 1.0 + 1e-6 and m["nc"] == pytest.approx(1.0, abs=1e-4)  # mm, under the ICP gate
+    eth = eth3d_sequences(write_eth3d_scene(tmp_path / "eth3d", n=6))
+    seen["shift"] = 0.0
+    m = pointmaps_pi3.evaluate_pi3_pointmaps(model, eth, size=64)
+    assert m["acc"] < 1e-6 and m["comp"] < 1e-6 and m["n_sequences"] == 1
