@@ -135,8 +135,8 @@ def write_re10k(
 ) -> Path:
     """RealEstate10K: camera files (URL line + ``ts fx fy cx cy 0 0 w2c(12)``) and frames.
 
-    ``layout="pi3"``: ``metadata/test/<seq>.txt`` + ``<seq>/images/NNNN.png``; ``"frames"``:
-    ``test/<seq>.txt`` + ``frames/test/<seq>/<timestamp>.png``."""
+    ``layout="pi3"``: ``metadata/test/<seq>.txt`` + ``<seq>/images/NNNN.png``; ``"frames"`` (the release
+    and its downloader): ``test/<seq>.txt`` + ``test/<seq>/<timestamp>.png``."""
     meta = root / ("metadata/test" if layout == "pi3" else "test")
     meta.mkdir(parents=True, exist_ok=True)
     for k, seq in enumerate(seqs):
@@ -151,7 +151,7 @@ def write_re10k(
             frame = (
                 root / seq / "images" / f"{i:04d}.png"
                 if layout == "pi3"
-                else root / "frames/test" / seq / f"{ts}.png"
+                else root / "test" / seq / f"{ts}.png"
             )
             frame.parent.mkdir(parents=True, exist_ok=True)
             _image(frame, h, w, 100 * k + i)

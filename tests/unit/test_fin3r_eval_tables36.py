@@ -45,7 +45,7 @@ def test_re10k_reader_layouts(tmp_path, layout):
 
 def test_re10k_sequence_list_and_seq_id_map(tmp_path):
     root = write_re10k(tmp_path / "re10k")
-    (root / "re10k_test_1719.txt").write_text("1122334455667788\n")
+    (root / "re10k_test_1719.txt").write_text("1122334455667788.txt\n")  # with or without .txt
     (root / "Re10K_relpose_seq-id-map_seed42.json").write_text(json.dumps({"1122334455667788": [7, 2, 5]}))
     (s,) = re10k_sequences(root)
     assert s.name == "1122334455667788" and [p.name for p in s.images] == ["0007.png", "0002.png", "0005.png"]

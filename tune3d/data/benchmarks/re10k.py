@@ -5,8 +5,9 @@ Camera file ``<seq>.txt`` (the official release): line 1 is the YouTube URL, the
 the image size and a 3x4 world-to-camera matrix (OpenCV axes). Camera files are read from
 ``ROOT/metadata/test/`` (Pi3's preparation) or ``ROOT/test/`` (the release itself).
 
-Frame of line ``i`` with timestamp ``ts``: ``ROOT/<seq>/images/{i:04d}.png`` (Pi3's preparation), else
-``ROOT/frames/test/<seq>/<ts>.png|jpg`` or ``ROOT/test/<seq>/<ts>.png|jpg`` (downloader output).
+Frame of line ``i`` with timestamp ``ts``: ``ROOT/<seq>/images/{i:04d}.png`` (Pi3's preparation, frames
+renamed in timestamp order), else ``ROOT/<seq>/images/<ts>.png`` (its download before the renaming) or
+``ROOT/test/<seq>/<ts>.png|jpg`` (the RealEstate10K downloader's ``dataset/test/<seq>/``).
 
 Sequences: those listed in ``ROOT/re10k_test_1719.txt`` / ``re10k_test_1800.txt`` when present (Pi3 /
 PoseDiffusion test lists), else every camera file. Frames: the ids of ``ROOT/*seq-id-map*.json``
@@ -28,7 +29,7 @@ NUM_FRAMES = 10
 SEQUENCE_LISTS = ("re10k_test_1719.txt", "re10k_test_1800.txt")
 RE10K_LAYOUT = (
     "RealEstate10K: ROOT/{metadata/test,test}/<seq>.txt camera files with frames "
-    "ROOT/<seq>/images/NNNN.png or ROOT/{frames/test,test}/<seq>/<timestamp>.png"
+    "ROOT/<seq>/images/{NNNN,<timestamp>}.png or ROOT/test/<seq>/<timestamp>.png"
 )
 
 
@@ -82,9 +83,8 @@ def _refuse_torch_chunks(root: Path) -> None:
 
 
 def _frame(root: Path, seq: str, i: int, stamp: str) -> Path:
-    cands = [root / seq / "images" / f"{i:04d}.png"]
-    for base in (root / "frames" / "test" / seq, root / "test" / seq):
-        cands += [base / f"{stamp}.png", base / f"{stamp}.jpg"]
+    cands = [root / seq / "images" / f"{i:04d}.png", root / seq / "images" / f"{stamp}.png"]
+    cands += [root / "test" / seq / f"{stamp}.png", root / "test" / seq / f"{stamp}.jpg"]
     found = next((p for p in cands if p.is_file()), None)
     if found is None:
         raise Tune3DError(
@@ -106,7 +106,7 @@ def re10k_sequences(
         raise Tune3DError(f"{root}: no camera files; expected {RE10K_LAYOUT}")
     listing = next((root / n for n in SEQUENCE_LISTS if (root / n).is_file()), None)
     if listing is not None:
-        names = [ln.strip() for ln in listing.read_text().splitlines() if ln.strip()]
+        names = [ln.strip().removesuffix(".txt") for ln in listing.read_text().splitlines() if ln.strip()]
     else:
         names = sorted(p.stem for p in meta.glob("*.txt"))
     id_map: dict = {}
