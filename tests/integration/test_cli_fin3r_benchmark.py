@@ -264,3 +264,19 @@ def test_fin3r_table6_dtu_eth3d_pointmaps(cli, tmp_path):
         got[("dtu", "base", "acc")]["paper"] == "1.187"
         and got[("eth3d", "adapter", "comp")]["paper"] == "0.17"
     )
+
+
+def test_fin3r_table6_bad_eth3d_cell_fails_alone(cli, tmp_path):
+    from fin3r_eval_fixtures import write_dtu_scan, write_eth3d_scene
+
+    dtu = write_dtu_scan(tmp_path / "dtu", "scan1", n=6)
+    eth = write_eth3d_scene(tmp_path / "eth3d", "courtyard", n=6)
+    bad = eth / "courtyard" / "ground_truth_depth" / "custom_undistorted" / "DSC_0005.JPG"
+    bad.write_bytes(b"\0" * 12)  # 3 floats for a 48x64 image
+    out = tmp_path / "t6bad"
+    args = ["benchmark", "fin3r-table6", "--model", "vggt_tiny", "--allow-random-init", "--size", "28"]
+    r = cli(*args, "--data", f"dtu={dtu}", "--data", f"eth3d={eth}", "--out", out)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert "DSC_0005.JPG: 3 float32 values; expected 48x64" in r.stderr
+    got = {(x["dataset"], x["metric"]): x["value"] for x in _rows(out)}
+    assert got[("dtu", "acc")] != "" and got[("eth3d", "acc")] == ""
