@@ -1,4 +1,4 @@
-"""`tune3d benchmark fin3r-table1` / `fin3r-table5` end to end on official-layout fixtures, tiny models."""
+"""`tune3d benchmark fin3r-table1` .. `fin3r-table6` end to end on official-layout fixtures, tiny models."""
 
 from __future__ import annotations
 
@@ -133,7 +133,14 @@ def test_fin3r_bad_invocations(cli, tmp_path):
         "--out",
         tmp_path / "t3",
     )
-    assert r.returncode == 2 and "not implemented yet" in r.stderr and not (tmp_path / "t3").exists()
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "no camera files" in r.stderr
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "000000.torch").write_bytes(b"\x80\x04")  # pixelSplat chunk: never unpickled
+    r = cli(
+        *["benchmark", "fin3r-table3", "--model", "vggt_tiny", "--allow-random-init"],
+        *["--data", f"re10k={tmp_path}", "--out", tmp_path / "t3b"],
+    )
+    assert r.returncode == 2 and "000000.torch: pixelSplat .torch chunks are pickles" in r.stderr
     r = cli(
         "benchmark",
         "fin3r-table5",
@@ -213,3 +220,63 @@ def test_fin3r_table4_bonn_video_depth(cli, tmp_path):
     got = {x["metric"]: x for x in _rows(out)}
     assert set(got) == {"rel", "delta1", "rel_ss", "delta1_ss", "rel_metric", "delta1_metric"}
     assert 0 <= float(got["rel_ss"]["value"]) and 0 <= float(got["delta1"]["value"]) <= 100
+
+
+def test_fin3r_table3_re10k_multi_view_pose(cli, tmp_path):
+    from fin3r_eval_fixtures import write_re10k
+
+    root = write_re10k(tmp_path / "re10k", n=6)
+    for model, size in (("vggt_tiny", "28"), ("dust3r_tiny", "32")):
+        out = tmp_path / f"t3_{model}"
+        args = ["benchmark", "fin3r-table3", "--model", model, "--allow-random-init", "--size", size]
+        args += ["--niter", "5", "--data", f"re10k={root}", "--out", out]
+        if model == "vggt_tiny":
+            args += ["--adapter", _adapter(tmp_path, model)]
+        r = cli(*args)
+        assert r.returncode == 0, r.stderr
+        got = {(x["mode"], x["metric"]): x for x in _rows(out)}
+        modes = ("base", "adapter") if model == "vggt_tiny" else ("base",)
+        assert set(got) == {(m, k) for m in modes for k in ("rra@5", "rta@5", "auc@30")}
+        assert all(0 <= float(x["value"]) <= 100 for x in got.values())
+    assert got[("base", "auc@30")]["paper"] == "62.4"  # DUSt3R family, Table 3
+    cell = __import__("json").loads((out / "cells" / "re10k__base" / "result.json").read_text())
+    assert cell["metrics"]["n_pairs"] == 2 * 15 and cell["metrics"]["n_sequences"] == 2  # 6 frames: 15 pairs
+
+
+def test_fin3r_table6_dtu_eth3d_pointmaps(cli, tmp_path):
+    from fin3r_eval_fixtures import write_dtu_scan, write_eth3d_scene
+
+    dtu = write_dtu_scan(tmp_path / "dtu", "scan1", n=6)
+    eth = write_eth3d_scene(tmp_path / "eth3d", "courtyard", n=6)
+    out = tmp_path / "t6"
+    args = ["benchmark", "fin3r-table6", "--model", "vggt_tiny", "--allow-random-init", "--size", "28"]
+    args += ["--adapter", _adapter(tmp_path, "vggt_tiny"), "--data", f"dtu={dtu}", "--data", f"eth3d={eth}"]
+    r = cli(*args, "--out", out)
+    assert r.returncode == 0, r.stderr
+    got = {(x["dataset"], x["mode"], x["metric"]): x for x in _rows(out)}
+    assert set(got) == {
+        (d, m, k) for d in ("dtu", "eth3d") for m in ("base", "adapter") for k in ("acc", "comp", "nc")
+    }
+    for key, row in got.items():
+        v = float(row["value"])
+        assert v >= 0 and (v <= 1 or key[2] != "nc")
+    assert (
+        got[("dtu", "base", "acc")]["paper"] == "1.187"
+        and got[("eth3d", "adapter", "comp")]["paper"] == "0.17"
+    )
+
+
+def test_fin3r_table6_bad_eth3d_cell_fails_alone(cli, tmp_path):
+    from fin3r_eval_fixtures import write_dtu_scan, write_eth3d_scene
+
+    dtu = write_dtu_scan(tmp_path / "dtu", "scan1", n=6)
+    eth = write_eth3d_scene(tmp_path / "eth3d", "courtyard", n=6)
+    bad = eth / "courtyard" / "ground_truth_depth" / "custom_undistorted" / "DSC_0005.JPG"
+    bad.write_bytes(b"\0" * 12)  # 3 floats for a 48x64 image
+    out = tmp_path / "t6bad"
+    args = ["benchmark", "fin3r-table6", "--model", "vggt_tiny", "--allow-random-init", "--size", "28"]
+    r = cli(*args, "--data", f"dtu={dtu}", "--data", f"eth3d={eth}", "--out", out)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert "DSC_0005.JPG: 3 float32 values; expected 48x64" in r.stderr
+    got = {(x["dataset"], x["metric"]): x["value"] for x in _rows(out)}
+    assert got[("dtu", "acc")] != "" and got[("eth3d", "acc")] == ""

@@ -109,3 +109,102 @@ def write_bonn(
                 dep / f"{1548266469.1 + i:.6f}.png"
             )
     return root
+
+
+def _rot_y(deg: float) -> np.ndarray:
+    a = np.deg2rad(deg)
+    return np.array([[np.cos(a), 0.0, np.sin(a)], [0.0, 1.0, 0.0], [-np.sin(a), 0.0, np.cos(a)]])
+
+
+def re10k_c2w(n: int, k: int = 0) -> np.ndarray:
+    """A known ``n,4,4`` camera-to-world trajectory (turning about y while moving along x and z)."""
+    c2w = np.tile(np.eye(4), (n, 1, 1))
+    for i in range(n):
+        c2w[i, :3, :3] = _rot_y(4.0 * i + k)
+        c2w[i, :3, 3] = [0.1 * i, 0.02 * k, 0.03 * i * i]
+    return c2w
+
+
+def write_re10k(
+    root: Path,
+    seqs=("0a1b2c3d4e5f6789", "1122334455667788"),
+    n: int = 12,
+    layout: str = "pi3",
+    h: int = 36,
+    w: int = 64,
+) -> Path:
+    """RealEstate10K: camera files (URL line + ``ts fx fy cx cy 0 0 w2c(12)``) and frames.
+
+    ``layout="pi3"``: ``metadata/test/<seq>.txt`` + ``<seq>/images/NNNN.png``; ``"frames"`` (the release
+    and its downloader): ``test/<seq>.txt`` + ``test/<seq>/<timestamp>.png``."""
+    meta = root / ("metadata/test" if layout == "pi3" else "test")
+    meta.mkdir(parents=True, exist_ok=True)
+    for k, seq in enumerate(seqs):
+        c2w = re10k_c2w(n, k)
+        lines = [f"https://www.youtube.com/watch?v=seq{k}"]
+        for i in range(n):
+            ts = 33366666 * i + 1000
+            w2c = np.linalg.inv(c2w[i])[:3].reshape(-1)
+            lines.append(
+                " ".join([str(ts), "0.9", "1.6", "0.5", "0.5", "0", "0"] + [f"{v:.9f}" for v in w2c])
+            )
+            frame = (
+                root / seq / "images" / f"{i:04d}.png"
+                if layout == "pi3"
+                else root / "test" / seq / f"{ts}.png"
+            )
+            frame.parent.mkdir(parents=True, exist_ok=True)
+            _image(frame, h, w, 100 * k + i)
+        (meta / f"{seq}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+# The fixture scenes below look at the plane world z = PLANE_Z from cameras translated in x and y.
+PLANE_Z_MM = 600.0
+
+
+def _shift_c2w(i: int, step: float) -> np.ndarray:
+    c2w = np.eye(4)
+    c2w[:3, 3] = [step * i, 0.5 * step * (i % 2), 0.0]
+    return c2w
+
+
+def write_dtu_scan(root: Path, scan: str = "scan1", n: int = 6, h: int = 48, w: int = 64) -> Path:
+    """Spann3R's DTU test layout: images/, depths/ (.npy, mm), binary_masks/, cams/ (MVSNet text)."""
+    folder = root / scan
+    for sub in ("images", "depths", "binary_masks", "cams"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    K = np.array([[60.0, 0, w / 2], [0, 60.0, h / 2], [0, 0, 1]])
+    for i in range(n):
+        _image(folder / "images" / f"{i:08d}.jpg", h, w, i)
+        depth = np.full((h, w), PLANE_Z_MM, dtype=np.float32)
+        depth[0, 0] = np.nan
+        np.save(folder / "depths" / f"{i:08d}.npy", depth)
+        mask = np.zeros((h, w), np.uint8)
+        mask[4 : h - 4, 6 : w - 6] = 255  # object region; the protocol erodes it by a 10x10 box
+        Image.fromarray(mask).save(folder / "binary_masks" / f"{i:08d}.png")
+        w2c = np.linalg.inv(_shift_c2w(i, 20.0))
+        text = "extrinsic\n" + "\n".join(" ".join(f"{v:.6f}" for v in r) for r in w2c)
+        text += "\n\nintrinsic\n" + "\n".join(" ".join(f"{v:.6f}" for v in r) for r in K) + "\n\n425.0 2.5\n"
+        (folder / "cams" / f"{i:08d}_cam.txt").write_text(text)
+    return root
+
+
+def write_eth3d_scene(root: Path, scene: str = "courtyard", n: int = 6, h: int = 48, w: int = 64) -> Path:
+    """Pi3's ETH3D layout: images/, ground_truth_depth/ (raw float32) under custom_undistorted; cam npz."""
+    img_dir = root / scene / "images" / "custom_undistorted"
+    dep_dir = root / scene / "ground_truth_depth" / "custom_undistorted"
+    cam_dir = root / scene / "custom_undistorted_cam"
+    for d in (img_dir, dep_dir, cam_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    K = np.array([[55.0, 0, w / 2], [0, 55.0, h / 2], [0, 0, 1]])
+    for i in range(n):
+        name = f"DSC_{i:04d}.JPG"
+        rng = np.random.default_rng(i)
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(img_dir / name, format="JPEG")
+        depth = np.full((h, w), PLANE_Z_MM / 1000.0, dtype="<f4")
+        depth[:, :3] = np.inf  # no ground truth there
+        depth.tofile(dep_dir / name)
+        w2c = np.linalg.inv(_shift_c2w(i, 0.02))[:3]
+        np.savez(cam_dir / name.replace("JPG", "npz"), intrinsics=K, extrinsics=w2c)
+    return root

@@ -11,7 +11,8 @@ nearest-neighbour pairs of both directions, normals from each pointmap's pixel g
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,12 +79,17 @@ def reconstruction_metrics(
 
 
 def load_sequence(
-    seq: EvalSequence, model: ReconModel, size: int | None = None
+    seq: EvalSequence | Any,
+    model: ReconModel,
+    size: int | None = None,
+    loader: Callable[[Any], tuple[np.ndarray, np.ndarray]] = load_eval_frame,
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """(images ``S,3,h,w`` at the model size, GT world points ``S,h,w,3``, valid ``S,h,w``)."""
+    """(images ``S,3,h,w`` at the model size, GT world points ``S,h,w,3``, valid ``S,h,w``).
+
+    ``seq.frames`` carry ``K`` (at the depth's size) and ``c2w``; ``loader(frame)`` gives (image, depth)."""
     images, pts, valid = [], [], []
     for f in seq.frames:
-        image, depth = load_eval_frame(f)
+        image, depth = loader(f)
         x = resize_for_model(image, model, size)
         h, w = x.shape[1:]
         d = resize_depth_nearest(depth, h, w)

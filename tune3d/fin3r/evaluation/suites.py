@@ -68,11 +68,10 @@ FIN3R_SUITES: dict[str, Fin3rSuite] = {
         ),
         Fin3rSuite(
             "fin3r-table3",
-            "Fin3R Table 3: RealEstate10K multi-view pose",
+            "Fin3R Table 3: RealEstate10K multi-view pose (RRA@5, RTA@5, AUC@30 in %)",
             "multi-view-pose",
-            {"re10k": "RealEstate10K"},
+            {"re10k": "RealEstate10K camera txt files + frames (metadata/test/<seq>.txt, <seq>/images/)"},
             ("rra@5", "rta@5", "auc@30"),
-            missing="the RealEstate10K reader and multi-view pose protocol are not implemented yet",
         ),
         Fin3rSuite(
             "fin3r-table4",
@@ -97,11 +96,13 @@ FIN3R_SUITES: dict[str, Fin3rSuite] = {
         ),
         Fin3rSuite(
             "fin3r-table6",
-            "Fin3R Table 6: DTU / ETH3D pointmaps (Pi3 protocol)",
+            "Fin3R Table 6: DTU / ETH3D pointmaps (Pi3 protocol; Acc/Comp in mm on DTU, m on ETH3D)",
             "pointmap-pi3",
-            {"dtu": "DTU", "eth3d": "ETH3D"},
+            {
+                "dtu": "DTU test scans scanN/{images,depths,binary_masks,cams}",
+                "eth3d": "ETH3D scenes <scene>/{images,ground_truth_depth}/custom_undistorted",
+            },
             ("acc", "comp", "nc"),
-            missing="the DTU / ETH3D readers and Pi3 protocol are not implemented yet",
         ),
     )
 }
@@ -225,6 +226,20 @@ def _run_cell(suite: Fin3rSuite, cell: Cell, model, settings: Fin3rSettings) -> 
 
         seqs = video_depth_sequences(cell.key, cell.root)[: settings.limit]
         return evaluate_video_depth(model, seqs, size=settings.size, niter=settings.niter)
+    if suite.task == "multi-view-pose":
+        from tune3d.data.benchmarks.re10k import re10k_sequences
+        from tune3d.fin3r.evaluation.multi_view_pose import evaluate_multi_view_pose
+
+        seqs = re10k_sequences(cell.root, limit=settings.limit)
+        return evaluate_multi_view_pose(model, seqs, size=settings.size, niter=settings.niter)
+    if suite.task == "pointmap-pi3":
+        from tune3d.data.benchmarks.pi3_pointmaps import dtu_sequences, eth3d_sequences
+        from tune3d.fin3r.evaluation.pointmaps_pi3 import evaluate_pi3_pointmaps
+
+        seqs = (dtu_sequences if cell.key == "dtu" else eth3d_sequences)(cell.root)[: settings.limit]
+        return evaluate_pi3_pointmaps(
+            model, seqs, max_points=settings.max_points, niter=settings.niter, size=settings.size
+        )
     raise Tune3DError(f"{suite.name}: {suite.missing or 'no protocol for task ' + suite.task}")
 
 
