@@ -112,11 +112,10 @@ def compute_target_features(
     """
     from tune3d.backbones import extract_features, open_cache
 
-    cache = open_cache(cache_dir, backbone, size, None, True, "resize") if cache_dir else None
+    opts = {"resolution": size, "layers": None, "norm": True, "resize": "resize"}
+    cache = open_cache(cache_dir, backbone, **opts) if cache_dir else None
     images = (scene[i].image() for i in positions)
-    return [
-        d["patch"].float() for d in extract_features(backbone, images, size, None, True, "resize", 8, cache)
-    ]
+    return [d["patch"].float() for d in extract_features(backbone, images, **opts, batch_size=8, cache=cache)]
 
 
 def initial_point_cloud(
