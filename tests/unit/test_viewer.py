@@ -166,18 +166,31 @@ def test_cli_serves_the_page_until_ctrl_c(runs):
             p.wait()
 
 
-def _screenshot(page: str, out: Path) -> np.ndarray:
+def _screenshots(pages: dict[str, str], folder: Path) -> dict[str, np.ndarray]:
+    """Headless-Chromium screenshots (800x600) of several pages, taken concurrently."""
     from PIL import Image
 
-    cmd = [
-        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={out.parent / (out.stem + '_profile')}", f"--screenshot={out}",
-        "--window-size=800,600", "--virtual-time-budget=8000", page,
-    ]  # fmt: skip
-    subprocess.run(cmd, capture_output=True, timeout=60, check=False)
-    assert out.is_file(), f"chromium wrote no screenshot for {page}"
-    return np.asarray(Image.open(out).convert("RGB")).astype(np.int16)
+    procs = {}
+    for name, page in pages.items():
+        cmd = [
+            str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={folder / (name + '_profile')}", f"--screenshot={folder / (name + '.png')}",
+            "--window-size=800,600", "--virtual-time-budget=8000", page,
+        ]  # fmt: skip
+        procs[name] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shots = {}
+    for name, p in procs.items():
+        try:
+            p.wait(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        out = folder / (name + ".png")
+        assert out.is_file(), f"chromium wrote no screenshot of {pages[name]}"
+        shots[name] = np.asarray(Image.open(out).convert("RGB")).astype(np.int16)
+    return shots
 
 
 @pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's chromium at /usr/bin/chromium")
@@ -185,11 +198,11 @@ def test_headless_chromium_screenshot_shows_the_scene(runs, tmp_path):
     scene = serve(load_run(runs["recon"]), port=_free_port())
     empty = serve(RunView(tmp_path), port=_free_port())
     try:
-        shot = _screenshot(url(scene), tmp_path / "scene.png")
-        blank = _screenshot(url(empty), tmp_path / "empty.png")
+        shots = _screenshots({"scene": url(scene), "empty": url(empty)}, tmp_path)
     finally:
         scene.stop()
         empty.stop()
+    shot, blank = shots["scene"], shots["empty"]
     assert shot.shape == blank.shape == (600, 800, 3)
     changed = np.abs(shot - blank).max(-1) > 40
     assert changed.mean() > 0.02, f"only {changed.mean():.4f} of the pixels differ from an empty scene"
