@@ -133,8 +133,24 @@ def test_folder_without_geometry_is_one_line_exit_2(runs, cli):
 def test_malformed_cameras_json_is_a_user_error(tmp_path):
     frame = {"name": "a.png", "width": 4, "height": 3, "c2w": [[1, 0]], "K": np.eye(3).tolist()}
     (tmp_path / "cameras.json").write_text(json.dumps({"frames": [frame]}))
-    with pytest.raises(Tune3DError, match=r"cameras.json: frame 0: expected a finite 4x4"):
+    with pytest.raises(Tune3DError, match=r"cameras.json: frame 0: expected a 4x4 matrix"):
         load_run(tmp_path)
+
+
+def test_non_finite_cameras_are_listed_not_drawn(runs, tmp_path):
+    # an untrained model's camera head can predict an infinite focal length
+    shutil.copytree(runs["recon"], tmp_path / "run")
+    cams = json.loads((tmp_path / "run" / "cameras.json").read_text())
+    cams["frames"][1]["K"][0][0] = float("inf")
+    (tmp_path / "run" / "cameras.json").write_text(json.dumps(cams))
+    run = load_run(tmp_path / "run")
+    assert [c.drawable for c in run.cameras] == [True, False, True]
+    assert any("1 camera(s) with non-finite" in n for n in run.notes)
+    server = serve(run, port=0)
+    try:
+        assert url(server).startswith("http://127.0.0.1:")
+    finally:
+        server.stop()
 
 
 # ------------------------------------------------------------------------------------------------ serving
@@ -206,8 +222,11 @@ def test_headless_chromium_screenshot_shows_the_scene(runs, tmp_path):
     shot, blank = shots["scene"], shots["empty"]
     assert shot.shape == blank.shape == (600, 800, 3)
     changed = np.abs(shot - blank).max(-1) > 40
+    changed[:, 460:] = False  # the control panel (with its coloured depth images) sits on the right
     assert changed.mean() > 0.02, f"only {changed.mean():.4f} of the pixels differ from an empty scene"
-    # the wall's stripes: saturated green (0,200,0) and yellow (255,200,0) pixels are on screen
-    green = (shot[..., 1] > 150) & (shot[..., 2] < 80) & (shot[..., 0] < 80)
-    yellow = (shot[..., 0] > 200) & (shot[..., 1] > 150) & (shot[..., 2] < 80)
-    assert green.sum() > 200 and yellow.sum() > 200
+    # the wall's stripes, green (0,200,0) and yellow (255,200,0), where the empty scene is not; by hue,
+    # since a screenshot can catch the scene fading in (washed-out colours)
+    r, g, b = shot[..., 0], shot[..., 1], shot[..., 2]
+    green = changed & (g - r > 30) & (g - b > 30)
+    yellow = changed & (r - b > 60) & (g - b > 40) & (np.abs(r - g) < 60)
+    assert green.sum() > 200 and yellow.sum() > 200, (green.sum(), yellow.sum())

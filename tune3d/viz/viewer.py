@@ -54,6 +54,11 @@ class Camera:
     height: int
     image: np.ndarray | None = None
 
+    @property
+    def drawable(self) -> bool:
+        """Finite pose and intrinsics with a positive focal length (an untrained model can predict inf)."""
+        return bool(np.isfinite(self.c2w).all() and np.isfinite(self.K).all() and self.K[1, 1] > 0)
+
 
 @dataclass
 class Panel:
@@ -77,7 +82,8 @@ class RunView:
     def extent(self) -> tuple[np.ndarray, float]:
         """Centre ``(3,)`` and radius of the geometry (95th percentile distance), for camera placement."""
         pts = [c.points for c in self.clouds if len(c.points)]
-        pts += [np.stack([cam.c2w[:3, 3] for cam in self.cameras])] if self.cameras else []
+        cams = [cam.c2w[:3, 3] for cam in self.cameras if cam.drawable]
+        pts += [np.stack(cams)] if cams else []
         if not pts:
             return np.zeros(3), 1.0
         xyz = np.concatenate(pts).astype(np.float64)
@@ -111,8 +117,8 @@ def _matrix(value, shape: tuple[int, int], where: str) -> np.ndarray:
         m = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         m = None
-    if m is None or m.shape != shape or not np.isfinite(m).all():
-        raise Tune3DError(f"{where}: expected a finite {shape[0]}x{shape[1]} matrix")
+    if m is None or m.shape != shape:
+        raise Tune3DError(f"{where}: expected a {shape[0]}x{shape[1]} matrix")
     return m
 
 
@@ -289,7 +295,10 @@ def load_run(path: str | os.PathLike, max_points: int = 300_000, max_panels: int
     else:
         for sub in sorted(d for d in root.iterdir() if d.is_dir() and _is_lifted(d)):
             _add_lifted(run, sub, f"{sub.name}/", max_points)
-    if not any(len(c.points) for c in run.clouds) and not run.cameras:
+    bad = [c.name for c in run.cameras if not c.drawable]
+    if bad:
+        run.notes.append(f"{len(bad)} camera(s) with non-finite pose or intrinsics not drawn ({bad[0]}, ...)")
+    if not any(len(c.points) for c in run.clouds) and not any(c.drawable for c in run.cameras):
         raise Tune3DError(
             f"{root}: no geometry to view (expected {POINTS_FILE}, {CAMERAS_FILE} or {PREDICTIONS_FILE} from "
             "`tune3d reconstruct`, or gaussians.safetensors from `tune3d lift`)"
@@ -330,6 +339,8 @@ def serve(run: RunView, port: int = 8080, host: str = "127.0.0.1"):
         )
     frusta = []
     for i, cam in enumerate(run.cameras):
+        if not cam.drawable:
+            continue
         fy = cam.K[1, 1]
         frusta.append(
             server.scene.add_camera_frustum(
