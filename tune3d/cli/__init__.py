@@ -45,6 +45,7 @@ def _register_all() -> None:
     for module in (data, backbones, splatting, fit3d, probe, recon, fin3r, demo):
         module.register(app)
     __import__("tune3d.cli.benchmark", fromlist=["register"]).register(app)
+    __import__("tune3d.cli.view", fromlist=["register"]).register(app)
 
 
 _register_all()

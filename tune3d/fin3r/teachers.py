@@ -2,14 +2,17 @@
 
 ``Teacher.predict(images B,3,H,W in [0,1]) -> TeacherOutput`` at the input resolution. Sources:
 
-- ``hf:<id-or-folder>[?kind=...&disparity=0|1]`` — any ``transformers`` depth-estimation model. The output
-  kind follows the family: Depth Anything (V1/V2) with ``depth_estimation_type="relative"`` and MiDaS-style
-  DPT output *affine-invariant inverse depth* (disparity); Depth Anything ``"metric"``, Prompt Depth Anything,
-  ZoeDepth, GLPN and Depth Pro output metric depth. Override with ``?kind=`` for anything else.
+- ``hf:<id-or-folder>[?kind=...&disparity=0|1]`` — any ``transformers`` depth-estimation model (a hub id
+  resolves through the ``huggingface_hub`` cache, then the hub; offline and uncached is one error line).
+  The output kind follows the family: Depth Anything (V1/V2) with ``depth_estimation_type="relative"``
+  and MiDaS-style DPT output *affine-invariant inverse depth* (disparity); Depth Anything ``"metric"``,
+  Prompt Depth Anything, ZoeDepth, GLPN and Depth Pro output metric depth.
+  Override with ``?kind=`` for anything else.
 - ``moge:<id-or-file>`` — MoGe pointmaps (needs the ``moge`` package). MoGe-1 predicts an affine-invariant
   pointmap; its ``infer()`` already recovers focal and z-shift, so the points it returns are
   scale-invariant. MoGe-2 (``*moge-2*``) returns metric points.
-- ``recon:<model-name>[@weights]`` — one of our reconstruction models through ``ReconModel.forward_mono``.
+- ``recon:<model-name>[@weights]`` — one of our reconstruction models through ``ReconModel.forward_mono``;
+  ``weights`` is a local file/folder or a Hugging Face id (resolved like ``hf:``).
 - ``sensor`` — the dataset's own metric depth, passed as ``predict(images, depth=...)``.
 
 Any teacher can be wrapped in :class:`CachedTeacher` (safetensors per image, keyed by teacher spec and image
@@ -156,6 +159,24 @@ def _looks_local(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~")) or Path(name).expanduser().exists()
 
 
+#: What a ``transformers`` model needs from its hub repository: configs, (sharded) safetensors weights
+#: and tokenizer/processor text files. Pickled ``*.bin``/``*.pt`` weights are never fetched.
+HF_FILES = ["*.json", "*.safetensors", "*.txt"]
+
+
+def hub_snapshot(spec: str, model_id: str) -> Path:
+    """A Hugging Face id -> its snapshot folder via :func:`tune3d.recon.hub_weights.resolve_weights`
+    (the ``huggingface_hub`` cache first, then the hub); unavailable is one error line naming ``spec``."""
+    from tune3d.recon.hub_weights import is_hub_id, resolve_weights
+
+    if not is_hub_id(model_id):
+        raise Tune3DError(f"{spec}: neither a local folder nor a Hugging Face id (owner/name)")
+    try:
+        return resolve_weights(model_id, allow_patterns=HF_FILES)
+    except WeightsUnavailableError as e:
+        raise WeightsUnavailableError(f"{spec.partition(':')[0]}:{e}") from None
+
+
 class HFDepthTeacher(Teacher):
     """A ``transformers`` ``AutoModelForDepthEstimation`` with its ``AutoImageProcessor``."""
 
@@ -168,19 +189,14 @@ class HFDepthTeacher(Teacher):
     ) -> None:
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
-        if _looks_local(model_id) and not Path(model_id).expanduser().is_dir():
+        local = Path(model_id).expanduser()
+        if _looks_local(model_id) and not local.is_dir():
             raise Tune3DError(f"{model_id}: teacher model folder not found")
-        if not Path(model_id).expanduser().is_dir():
-            from tune3d.hub import hub_model_available
-
-            ok, why = hub_model_available(model_id)
-            if not ok:
-                raise WeightsUnavailableError(
-                    f"hf:{model_id}: cannot fetch depth model ({why}); use a local folder or --teacher sensor"
-                )
+        # a hub id loads from its snapshot folder, so transformers never reaches for the network itself
+        source = local if local.is_dir() else hub_snapshot(f"hf:{model_id}", model_id)
         try:
-            self.processor = AutoImageProcessor.from_pretrained(model_id)
-            self.model = AutoModelForDepthEstimation.from_pretrained(model_id).eval()
+            self.processor = AutoImageProcessor.from_pretrained(str(source))
+            self.model = AutoModelForDepthEstimation.from_pretrained(str(source)).eval()
         except (OSError, ValueError) as e:  # hub unreachable, unknown id, missing files
             raise WeightsUnavailableError(
                 f"hf:{model_id}: cannot load depth model ({_first_sentence(e)})"
@@ -305,10 +321,15 @@ class ReconTeacher(Teacher):
     def from_name(
         cls, name: str, weights: str | None = None, device: torch.device | str = "cpu"
     ) -> ReconTeacher:
-        """A registered reconstruction model as teacher; ``weights`` in any layout ``create_model`` reads."""
+        """A registered reconstruction model as teacher; ``weights`` in any layout ``create_model`` reads,
+        or a Hugging Face id (its snapshot folder, from the cache or the hub)."""
         from tune3d.recon import create_model
+        from tune3d.recon.hub_weights import is_hub_id
 
-        model = create_model(name, weights=weights)
+        source = (
+            hub_snapshot(f"recon:{name}@{weights}", weights) if weights and is_hub_id(weights) else weights
+        )
+        model = create_model(name, weights=source)
         return cls(model, spec=f"recon:{name}" + (f"@{weights}" if weights else ""), device=device)
 
     def to(self, device: torch.device | str) -> ReconTeacher:

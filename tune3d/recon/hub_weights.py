@@ -37,8 +37,10 @@ def _cache_dir() -> str:
     return os.path.join(home, "hub")
 
 
-def resolve_weights(spec: str | os.PathLike) -> Path:
-    """A local file/folder as is; a hub id -> its snapshot folder (cache first, then the hub)."""
+def resolve_weights(spec: str | os.PathLike, allow_patterns: list[str] | None = None) -> Path:
+    """A local file/folder as is; a hub id -> its snapshot folder (cache first, then the hub).
+
+    ``allow_patterns`` (globs) limits what a download fetches; None = the whole repository."""
     if not is_hub_id(spec):
         path = Path(spec)
         if not path.exists():
@@ -62,6 +64,6 @@ def resolve_weights(spec: str | os.PathLike) -> Path:
     if not ok:
         raise WeightsUnavailableError(f"{repo_id}: not in the Hugging Face cache ({cache}) and {reason}")
     try:
-        return Path(snapshot_download(repo_id, cache_dir=cache))
+        return Path(snapshot_download(repo_id, cache_dir=cache, allow_patterns=allow_patterns))
     except Exception as e:  # network and repository errors all mean "cannot get these weights now"
         raise WeightsUnavailableError(f"{repo_id}: download failed ({type(e).__name__}: {e})") from None
