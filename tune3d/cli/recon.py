@@ -171,11 +171,18 @@ def register(app: typer.Typer) -> None:
         )
         if conf_threshold is None:
             conf_threshold = default_conf_threshold(net, recon.conf, prep.valid.numpy())
-        from tune3d.recon.export import sparse_cloud_warning
+        from tune3d.recon.export import nonfinite_cameras, sparse_cloud_warning
 
         sparse = sparse_cloud_warning(recon.conf, prep.valid.numpy(), conf_threshold)
         if sparse:
             typer.echo(f"tune3d: warning: {sparse}", err=True)
+        bad = nonfinite_cameras(recon)
+        if bad:
+            typer.echo(
+                f"tune3d: warning: {len(bad)} of {len(prep.names)} views have a non-finite predicted camera "
+                f"({prep.names[bad[0]]}, ...); cameras.json marks them invalid",
+                err=True,
+            )
         summary = export_reconstruction(
             out, recon, prep.colors, prep.valid.numpy(), prep.names, conf_threshold, previews
         )

@@ -85,14 +85,30 @@ def write_point_cloud_preview(
     return save_png(render_points(recon.pts3d[mask], images[mask]), path)
 
 
+def nonfinite_cameras(recon) -> list[int]:
+    """Views whose predicted ``c2w`` or ``K`` has a NaN or infinite entry."""
+    mats = [m for m in (recon.c2w, recon.K) if m is not None]
+    if not mats:
+        return []
+    ok = np.logical_and.reduce([np.isfinite(np.asarray(m)).reshape(len(m), -1).all(1) for m in mats])
+    return [int(i) for i in np.flatnonzero(~ok)]
+
+
 def write_cameras(path: str | os.PathLike, recon, names: list[str], height: int, width: int) -> None:
+    """``cameras.json``. A view whose predicted pose or intrinsics are not finite (an untrained camera head
+    can give an infinite focal; see :func:`nonfinite_cameras`) gets ``"invalid"`` instead of ``c2w``/``K``:
+    JSON has no Infinity, and readers of the file (``--poses``, the viewer) then see the camera is missing."""
+    bad = set(nonfinite_cameras(recon))
     cams = []
     for i, name in enumerate(names):
         cam = {"name": name, "width": width, "height": height}
-        if recon.c2w is not None:
-            cam["c2w"] = np.asarray(recon.c2w[i], dtype=np.float64).tolist()
-        if recon.K is not None:
-            cam["K"] = np.asarray(recon.K[i], dtype=np.float64).tolist()
+        if i in bad:
+            cam["invalid"] = "the model predicted a non-finite camera"
+        else:
+            if recon.c2w is not None:
+                cam["c2w"] = np.asarray(recon.c2w[i], dtype=np.float64).tolist()
+            if recon.K is not None:
+                cam["K"] = np.asarray(recon.K[i], dtype=np.float64).tolist()
         cams.append(cam)
     write_json(path, {"convention": "opencv_c2w", "source": recon.camera_source, "frames": cams})
 
