@@ -1,0 +1,115 @@
+"""Issue 12.3: the run folder (``tune3d.engine.runfolder``) is checked before any work, for every command.
+
+Tests run as root, for whom every folder is writable, so "read-only" is exercised two ways: a path under
+a file (which no one can create) and a monkeypatched ``os.access`` answering "not writable" for the
+folder (the check's own logic; the real permission bits are not consulted by root).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import run_cli_inprocess as cli
+
+TINY_LIFT = ["--backbone", "dinov2_vits14_tiny", "--allow-random-init", "--latent-dim", "4",
+             "--feature-resolution", "14x28", "--init-points", "100", "--max-gaussians", "200",
+             "-q"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """One tiny synthetic scene (4 views at 32x48) and a 2-step lift of it."""
+    from tune3d.data.synth import synth_dataset
+
+    root = tmp_path_factory.mktemp("runfolder")
+    synth_dataset(root / "data", scenes=1, views=4, resolution=(32, 48), seed=0, num_points=300)
+    r = cli("lift", root / "data" / "scene_000", *TINY_LIFT, "--iters", "2", "--out", root / "lifted")
+    assert r.returncode == 0, r.stderr
+    return root
+
+
+def commands(root: Path, out: Path) -> dict[str, list]:
+    scene = root / "data" / "scene_000"
+    images = sorted((scene / "images").iterdir())[:2] if (scene / "images").is_dir() else [scene]
+    bb = ["-b", "dinov2_vits14_tiny", "--allow-random-init"]
+    dust3r = ["--model", "dust3r_tiny", "--allow-random-init"]
+    return {
+        "features": ["features", scene, *bb, "--pca-frames", "1"],
+        "lift": ["lift", scene, *TINY_LIFT, "--iters", "2"],
+        "finetune": ["finetune", "--lifted", root / "lifted", *bb, "--max-steps", "1", "--no-progress"],
+        "distill": ["distill", *dust3r, "--mono", scene, "--teacher", "sensor", "--resolution", "32x48",
+                    "--steps", "1", "--batch-size", "1", "--quiet"],
+        "train-recon": ["train-recon", *dust3r, "--data", root / "data", "--resolution", "32x48",
+                        "--batch-size", "1", "--steps", "1"],
+        "reconstruct": ["reconstruct", *images, *dust3r, "--size", "32", "--no-previews"],
+        "eval-recon": ["eval-recon", *dust3r, "--data", scene, "--pairs", "1", "--mono-frames", "1"],
+        "probe": ["probe", "--task", "depth", *bb, "--mode", "original", "--train", scene, "--test", scene,
+                  "--iters", "1", "--no-progress"],
+    }  # fmt: skip
+
+
+COMMANDS = ["features", "lift", "finetune", "distill", "train-recon", "reconstruct", "eval-recon", "probe"]
+
+
+def _one_error(r, needle: str) -> None:
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr and len(lines) == 1, r.stderr
+    assert lines[0].startswith("tune3d: error:") and needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_out_is_a_file(command, data, tmp_path, monkeypatch):
+    out = tmp_path / "taken"
+    out.write_text("not a folder")
+    work = _forbid_work(monkeypatch)
+    _one_error(cli(*commands(data, out)[command], "--out", out), "is not a folder")
+    assert out.read_text() == "not a folder" and work == []
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_out_under_a_file(command, data, tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    work = _forbid_work(monkeypatch)
+    _one_error(cli(*commands(data, tmp_path)[command], "--out", tmp_path / "file" / "run"), "is a file")
+    assert work == []
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_out_read_only(command, data, tmp_path, monkeypatch):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == ro else real(p, mode, **kw))
+    work = _forbid_work(monkeypatch)
+    _one_error(cli(*commands(data, ro)[command], "--out", ro / "run"), "not writable")
+    assert list(ro.iterdir()) == [] and work == []
+
+
+def _forbid_work(monkeypatch) -> list[str]:
+    """Record any scene loading or model building (none may happen before the --out check)."""
+    import tune3d.backbones
+    import tune3d.data
+    import tune3d.recon
+
+    calls: list[str] = []
+    for mod, name in ((tune3d.data, "load_scene"), (tune3d.backbones, "create_backbone"),
+                      (tune3d.recon, "create_model")):  # fmt: skip
+        real = getattr(mod, name)
+
+        def spy(*a, _real=real, _name=name, **kw):
+            calls.append(_name)
+            return _real(*a, **kw)
+
+        monkeypatch.setattr(mod, name, spy)
+    return calls
+
+
+def test_check_out_dir_accepts_new_and_existing_folders(tmp_path):
+    from tune3d.engine.runfolder import check_out_dir
+
+    assert check_out_dir(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+    assert not (tmp_path / "a").exists()  # checking creates nothing
+    assert check_out_dir(tmp_path) == tmp_path
