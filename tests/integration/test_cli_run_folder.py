@@ -113,3 +113,41 @@ def test_check_out_dir_accepts_new_and_existing_folders(tmp_path):
     assert check_out_dir(tmp_path / "a" / "b") == tmp_path / "a" / "b"
     assert not (tmp_path / "a").exists()  # checking creates nothing
     assert check_out_dir(tmp_path) == tmp_path
+
+
+def test_train_recon_resume_checks_config_and_keeps_losses(data, tmp_path):
+    import json
+
+    out = tmp_path / "tr"
+    opts = ["train-recon", "--allow-random-init", "--resolution", "32x48", "--batch-size", "1",
+            "--save-every", "1", "--out", out]  # fmt: skip
+    base = [*opts, "--model", "dust3r_tiny", "--data", data / "data"]
+    r = cli(*base, "--steps", "2")
+    assert r.returncode == 0, r.stderr
+    first = json.loads((out / "train_summary.json").read_text())
+    assert json.loads((out / "metrics.json").read_text()) == first
+    assert first["first_loss"] is not None and first["final_loss"] is not None
+
+    r = cli(*base, "--steps", "3")  # a longer budget resumes
+    assert r.returncode == 0, r.stderr
+    resumed = json.loads((out / "train_summary.json").read_text())
+    assert resumed["resumed_from"] == 2 and resumed["first_loss"] == first["first_loss"]
+    assert resumed["final_loss"] != first["final_loss"]
+
+    r = cli(*base, "--steps", "3")  # already finished: nothing to train, both losses kept
+    assert r.returncode == 0, r.stderr
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["first_loss"] == first["first_loss"] and again["final_loss"] == resumed["final_loss"]
+
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "scene_000").symlink_to(data / "data" / "scene_000")
+    changed = {
+        "lr": [*base, "--lr", "3e-4"],
+        "data": [*opts, "--model", "dust3r_tiny", "--data", tmp_path / "more"],
+        "model": [*opts, "--model", "mast3r_tiny", "--data", data / "data"],
+    }
+    for key, argv in changed.items():
+        r = cli(*argv, "--steps", "3")
+        _one_error(r, f"different config ({key})")
+        assert "--no-resume" in r.stderr
+    assert json.loads((out / "metrics.json").read_text()) == again  # refusing wrote nothing
