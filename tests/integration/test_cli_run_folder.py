@@ -151,3 +151,34 @@ def test_train_recon_resume_checks_config_and_keeps_losses(data, tmp_path):
         _one_error(r, f"different config ({key})")
         assert "--no-resume" in r.stderr
     assert json.loads((out / "metrics.json").read_text()) == again  # refusing wrote nothing
+
+
+def test_identical_runs_write_identical_0644_safetensors(data, tmp_path):
+    """safetensors keeps metadata in a hash map; unsorted, two identical runs differ in bytes."""
+    import hashlib
+
+    digests = set()
+    for i in range(4):
+        out = tmp_path / f"f{i}"
+        r = cli(*commands(data, out)["features"], "--out", out)
+        assert r.returncode == 0, r.stderr
+        path = out / "features.safetensors"
+        assert path.stat().st_mode & 0o777 == 0o644 == (out / "meta.json").stat().st_mode & 0o777
+        digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert len(digests) == 1
+
+
+def test_sigint_prints_interrupted_and_exits_130(data, tmp_path, monkeypatch):
+    """A real SIGINT during a stage: typer turns KeyboardInterrupt into a silent exit 130 unless caught."""
+    import signal
+
+    import tune3d.recon.train
+
+    def interrupted(cfg, model=None):
+        os.kill(os.getpid(), signal.SIGINT)
+        raise AssertionError("SIGINT was not delivered")
+
+    monkeypatch.setattr(tune3d.recon.train, "train_recon", interrupted)
+    r = cli(*commands(data, tmp_path)["train-recon"], "--out", tmp_path / "run")
+    assert r.returncode == 130, (r.returncode, r.stderr)
+    assert r.stderr.strip().splitlines()[-1] == "tune3d: interrupted", r.stderr
