@@ -182,3 +182,46 @@ def test_sigint_prints_interrupted_and_exits_130(data, tmp_path, monkeypatch):
     r = cli(*commands(data, tmp_path)["train-recon"], "--out", tmp_path / "run")
     assert r.returncode == 130, (r.returncode, r.stderr)
     assert r.stderr.strip().splitlines()[-1] == "tune3d: interrupted", r.stderr
+
+
+KILL_DURING_SAVE = """
+import os, signal, sys
+import torch
+real = torch.save
+saves = []
+def killing(obj, f, *a, **k):  # SIGKILL in the middle of writing the second checkpoint
+    saves.append(f)
+    if len(saves) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(obj, f, *a, **k)
+torch.save = killing
+from tune3d.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+def test_finetune_sigkill_then_rerun_leaves_no_temp_and_matches_uninterrupted(data, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    argv = ["finetune", "--lifted", str(data / "lifted"), "-b", "dinov2_vits14_tiny", "--allow-random-init",
+            "--max-steps", "3", "--checkpoint-every", "1", "--batch-size", "1", "--no-progress"]  # fmt: skip
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, *argv, "--out", str(killed)], env=env,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    assert [x.name for x in (killed / "checkpoints").glob(".step_*")], "the kill left no temp folder"
+    assert [x.name for x in (killed / "checkpoints").glob("step_*")] == ["step_00000001"]
+
+    r = cli(*argv, "--out", killed)
+    assert r.returncode == 0, r.stderr
+    assert not [x for x in killed.rglob(".*") if x.name != ".gitignore"], list(killed.rglob(".*"))
+    ref = tmp_path / "ref"
+    assert cli(*argv, "--out", ref).returncode == 0
+    a, b = load_file(killed / "backbone.safetensors"), load_file(ref / "backbone.safetensors")
+    assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6

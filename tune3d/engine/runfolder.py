@@ -60,9 +60,10 @@ def plain(obj: Any) -> Any:
 
 
 def fingerprint(record: dict[str, Any], free: Iterable[str] = ()) -> str:
-    """16-hex digest of ``record`` without the ``free`` keys (key order does not matter)."""
+    """16-hex digest of ``record`` without the ``free`` keys (key order does not matter; paths and other
+    non-JSON values count by their ``str``)."""
     free = set(free)
-    key = {k: v for k, v in plain(record).items() if k not in free}
+    key = {k: v for k, v in record.items() if k not in free}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

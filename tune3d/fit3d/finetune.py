@@ -20,13 +20,13 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from tune3d.engine import CheckpointManager, RunLogger, make_accelerator, seed_everything, step_generator
+from tune3d.engine.runfolder import RunFolder, fingerprint
 from tune3d.engine.schedule import warmup_decay
 from tune3d.errors import Tune3DError
 from tune3d.fit3d.lifted import LiftedCache, LiftedScene, find_lifted_dirs, open_lifted
@@ -359,7 +359,8 @@ def finetune(
     from tune3d.fit3d.export import export_backbone
     from tune3d.io import write_json, write_yaml
 
-    out = Path(out_dir)
+    run = RunFolder(out_dir, free=RESUME_FREE)
+    out = run.path
     acc = make_accelerator(cfg.device, cfg.mixed_precision)
     main = acc.is_main_process
     seed_everything(cfg.seed)
@@ -386,7 +387,7 @@ def finetune(
         **cfg.to_dict(),
     }
     if main:
-        out.mkdir(parents=True, exist_ok=True)
+        run.prepare()  # also drops checkpoint temp folders a killed run left
         write_yaml(out / "config.yaml", run_config)
 
     trainer = Finetuner(scenes, backbone, cfg, acc, val_scenes)
@@ -472,25 +473,24 @@ def finetune(
     return metrics
 
 
-def _fingerprint(run_config: dict[str, Any]) -> str:
-    """What must match for a checkpoint to be resumable (run-length and logging settings may change)."""
-    import hashlib
-    import json
+# Settings a resumed run may change: its length, checkpoint/log cadence, memory, device and validation.
+RESUME_FREE = (
+    "max_steps",
+    "epochs",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "log_every",
+    "progress",
+    "cache_mb",
+    "device",
+    "val_lifted",
+    "val_max_views",
+)
 
-    free = {
-        "max_steps",
-        "epochs",
-        "checkpoint_every",
-        "keep_checkpoints",
-        "log_every",
-        "progress",
-        "cache_mb",
-        "device",
-        "val_lifted",
-        "val_max_views",
-    }
-    key = {k: v for k, v in run_config.items() if k not in free}
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+def _fingerprint(run_config: dict[str, Any]) -> str:
+    """What must match for a checkpoint to be resumable."""
+    return fingerprint(run_config, RESUME_FREE)
 
 
 def _save(trainer: Finetuner, ckpts: CheckpointManager, state: dict, run_config: dict, acc) -> None:
