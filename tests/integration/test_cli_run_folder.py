@@ -39,8 +39,8 @@ def commands(root: Path, out: Path) -> dict[str, list]:
         "features": ["features", scene, *bb, "--pca-frames", "1"],
         "lift": ["lift", scene, *TINY_LIFT, "--iters", "2"],
         "finetune": ["finetune", "--lifted", root / "lifted", *bb, "--max-steps", "1", "--no-progress"],
-        "distill": ["distill", *dust3r, "--mono", scene, "--teacher", "sensor", "--resolution", "32x48",
-                    "--steps", "1", "--batch-size", "1", "--quiet"],
+        "distill": ["distill", *dust3r, "--mono", scene, "--teacher", "sensor", "--replay-ratio", "0",
+                    "--resolution", "32x48", "--steps", "1", "--batch-size", "1", "--quiet"],
         "train-recon": ["train-recon", *dust3r, "--data", root / "data", "--resolution", "32x48",
                         "--batch-size", "1", "--steps", "1"],
         "reconstruct": ["reconstruct", *images, *dust3r, "--size", "32", "--no-previews"],
@@ -225,3 +225,26 @@ def test_finetune_sigkill_then_rerun_leaves_no_temp_and_matches_uninterrupted(da
     assert cli(*argv, "--out", ref).returncode == 0
     a, b = load_file(killed / "backbone.safetensors"), load_file(ref / "backbone.safetensors")
     assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+
+
+@pytest.mark.parametrize(
+    ("command", "first", "changed", "needle"),
+    [
+        ("distill", ["--save-every", "1"], ["--lr", "3e-4"], "different config (lr)"),
+        ("finetune", ["--checkpoint-every", "1"], ["--lr", "3e-4"], "another configuration"),
+        ("lift", [], ["--latent-dim", "6"], "different settings"),
+        ("train-recon", ["--save-every", "1"], ["--lr", "3e-4"], "different config (lr)"),
+    ],
+)
+def test_changed_config_resume_is_refused(command, first, changed, needle, data, tmp_path):
+    out = tmp_path / "run"
+    argv = commands(data, out)[command]
+    r = cli(*argv, *first, "--out", out)
+    assert r.returncode == 0, r.stderr
+    before = _snapshot(out)
+    _one_error(cli(*argv, *first, *changed, "--out", out), needle)
+    assert _snapshot(out) == before  # refusing wrote nothing
+
+
+def _snapshot(folder: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in folder.rglob("*")}

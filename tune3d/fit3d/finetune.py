@@ -386,21 +386,21 @@ def finetune(
         "num_processes": acc.num_processes,
         **cfg.to_dict(),
     }
+    ckpts = CheckpointManager(out, keep=cfg.keep_checkpoints)
+    resumed = ckpts.load()
+    if resumed is not None and resumed[2].get("fingerprint") != _fingerprint(run_config):
+        raise Tune3DError(  # before writing anything: the refused run's folder stays as it was
+            f"{ckpts.latest()}: checkpoint belongs to a run with another configuration "
+            "(use a new --out folder or delete its checkpoints/)"
+        )
     if main:
         run.prepare()  # also drops checkpoint temp folders a killed run left
         write_yaml(out / "config.yaml", run_config)
 
     trainer = Finetuner(scenes, backbone, cfg, acc, val_scenes)
-    ckpts = CheckpointManager(out, keep=cfg.keep_checkpoints)
-    resumed = ckpts.load()
     state: dict[str, Any] = {"step": 0, "seconds": 0.0, "first_loss": None, "recent": [], "val_before": None}
     if resumed is not None:
         tensors, optim, saved = resumed
-        if saved.get("fingerprint") != _fingerprint(run_config):
-            raise Tune3DError(
-                f"{ckpts.latest()}: checkpoint belongs to a run with another configuration "
-                "(use a new --out folder or delete its checkpoints/)"
-            )
         trainer.restore(tensors, optim)
         state.update(saved)
         log.info("resuming at step %d of %d", state["step"], trainer.total_steps)
