@@ -573,12 +573,13 @@ def lift_scene(
     ``feature_cosine`` and the same at initialisation as ``initial_*``.
     """
     from tune3d.data import parse_frame_range
-    from tune3d.engine import CheckpointManager, RunLogger, resolve_device, step_generator
+    from tune3d.engine import CheckpointManager, RunFolder, RunLogger, resolve_device, step_generator
     from tune3d.io import read_json, write_json, write_yaml
     from tune3d.splatting.rasterize import resolve_backend
 
     t_start = time.time()
-    out_dir = Path(out_dir)
+    run = RunFolder(out_dir)  # a file or read-only --out fails here, before any work
+    out_dir = run.path
     if cfg.frames:
         scene = scene.subset(parse_frame_range(cfg.frames, len(scene)))
     record = config_record(cfg, scene, backbone)
@@ -586,7 +587,7 @@ def lift_scene(
         logger.info("%s: already lifted, skipping", out_dir)
         return read_json(out_dir / METRICS_FILE)
     _prepare_out_dir(out_dir, record, overwrite)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    run.prepare()  # also drops temp files and checkpoint folders a killed run left
     write_yaml(out_dir / CONFIG_FILE, record)
 
     device = resolve_device(cfg.device)
