@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +70,19 @@ def fingerprint(record: dict[str, Any], free: Iterable[str] = ()) -> str:
 class RunFolder:
     """One command's output folder. ``free``: config keys that may differ between a run and its resume."""
 
-    def __init__(self, out: str | os.PathLike, free: Iterable[str] = (), config_file: str = CONFIG_FILE):
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        free: Iterable[str] = (),
+        config_file: str = CONFIG_FILE,
+        same: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None,
+    ):
+        """``same(saved, record)``: a stage's own settings comparison (e.g. lift's, which matches a scene
+        by content, not path) used by :meth:`is_finished` instead of key-by-key equality."""
         self.path = check_out_dir(out)
         self.free = frozenset(free)
         self.config_path = self.path / config_file
+        self.same = same
 
     def saved_config(self) -> dict[str, Any] | None:
         if not self.config_path.is_file():
@@ -102,11 +111,16 @@ class RunFolder:
             )
 
     def is_finished(self, record: dict[str, Any], finished_file: str = FINISHED_FILE) -> bool:
-        return (
-            (self.path / finished_file).is_file()
-            and self.saved_config() is not None
-            and not (self.changed_keys(record))
-        )
+        """True when the final file exists and the saved settings match ``record``."""
+        if not (self.path / finished_file).is_file():
+            return False
+        try:
+            old = self.saved_config()
+        except Tune3DError:  # unreadable config: not a finished run of these settings
+            return False
+        if old is None:
+            return False
+        return self.same(old, record) if self.same is not None else not self.changed_keys(record)
 
     def clean_stale(self) -> list[Path]:
         """Remove temporary files/folders a killed process left (``.*.tmp`` anywhere up to two levels

@@ -522,11 +522,10 @@ def _read_record(path: Path) -> dict[str, Any] | None:
 
 def is_finished(out_dir: str | os.PathLike, record: dict[str, Any]) -> bool:
     """True when ``out_dir`` holds a completed lift (``metrics.json``) made with the same settings."""
-    out_dir = Path(out_dir)
-    if not (out_dir / METRICS_FILE).is_file():
-        return False
-    old = _read_record(out_dir / CONFIG_FILE)
-    return old is not None and _same_settings(old, record)
+    from tune3d.engine.runfolder import RunFolder
+
+    run = RunFolder(out_dir, config_file=CONFIG_FILE, same=_same_settings)
+    return run.is_finished(record, finished_file=METRICS_FILE)
 
 
 def _prepare_out_dir(out_dir: Path, record: dict[str, Any], overwrite: bool) -> None:
