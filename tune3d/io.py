@@ -114,7 +114,24 @@ def save_safetensors_atomic(
 
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(flat, str(tmp), metadata=metadata)
+        if metadata and len(metadata) > 1:
+            # safetensors keeps metadata in a hash map: its order (so the bytes) changes per process.
+            from safetensors.torch import save
+
+            tmp.write_bytes(_sorted_metadata(save(flat, metadata=metadata)))
+        else:
+            save_file(flat, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # save_file recreates the file as 0600
+
+
+def _sorted_metadata(blob: bytes) -> bytes:
+    """Re-emit a safetensors blob with its ``__metadata__`` keys sorted (offsets are header-relative)."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + n])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + blob[8 + n :]
 
 
 def load_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict:

@@ -55,12 +55,28 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     try:
         app(args=argv, standalone_mode=True)
+    except SystemExit as e:
+        if _interrupted(e):  # typer turns Ctrl-C into a silent ``Exit(130)``
+            print("tune3d: interrupted", file=sys.stderr)
+        raise
     except Tune3DError as e:
         print(f"tune3d: error: {' '.join(str(e).split())}", file=sys.stderr)  # always one line
         sys.exit(2)
     except KeyboardInterrupt:
         print("tune3d: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def _interrupted(e: BaseException) -> bool:
+    """True when ``e`` was caused (at any depth) by a KeyboardInterrupt."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -62,6 +62,9 @@ def features_cmd(
     pca_frames: int = typer.Option(64, "--pca-frames", help="Frames (evenly spaced) used to fit the PCA."),
 ) -> None:
     """Extract dense patch features of a scene's frames; write features, PCA images and meta.json."""
+    from tune3d.engine.runfolder import check_out_dir
+
+    check_out_dir(out)  # before any work: a file or read-only --out is one line, exit 2
     import torch
     from tqdm import tqdm
 

@@ -96,6 +96,9 @@ def distill_cmd(
     Writes OUT/adapter.safetensors, config.yaml, metrics.json, metrics.jsonl, tb/, checkpoints/ and
     diagnostics/ (encoder feature norms, base vs trained).
     """
+    from tune3d.engine.runfolder import check_out_dir
+
+    check_out_dir(out)  # before any work: a file or read-only --out is one line, exit 2
     from tune3d.fin3r.distill import DistillConfig, distill
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

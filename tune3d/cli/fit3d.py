@@ -66,6 +66,9 @@ def finetune_cmd(
     Runs on CPU, one GPU, or many processes: `accelerate launch [--multi_gpu --num_processes N] -m tune3d
     finetune ...` or `torchrun --nproc_per_node N -m tune3d finetune ...` (per-process batch x N = global).
     """
+    from tune3d.engine.runfolder import check_out_dir
+
+    check_out_dir(out)  # before any work: a file or read-only --out is one line, exit 2
     import dataclasses
 
     from tune3d.config import from_dict

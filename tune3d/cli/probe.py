@@ -107,6 +107,9 @@ def probe_cmd(
     concatenated: FiT3D's test-time assembly) and `duplicated` (the original twice: the doubled-width
     control). Data: scenes (--train/--test) or a benchmark dataset (--dataset NAME --root ROOT).
     """
+    from tune3d.engine.runfolder import check_out_dir
+
+    check_out_dir(out)  # before any work: a file or read-only --out is one line, exit 2
     from tune3d.fit3d.assembly import ASSEMBLY_MODES, build_assembled
     from tune3d.probe import TASKS, ProbeConfig, run_probe
 

@@ -126,6 +126,9 @@ def register(app: typer.Typer) -> None:
         alignment (``--align none``: every image paired with the first); CUT3R and VGGT take all images
         in one forward. Outputs are in image 1's camera frame unless ``--poses`` gives the world.
         """
+        from tune3d.engine.runfolder import check_out_dir
+
+        check_out_dir(out)  # before any work: a file or read-only --out is one line, exit 2
         if size is not None and size <= 0:
             raise Tune3DError(f"--size {size}: must be a positive number of pixels")
         if conf_threshold is not None and not math.isfinite(conf_threshold):
@@ -241,6 +244,9 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(True, "--resume/--no-resume"),
     ) -> None:
         """Supervised training with the family's own loss; writes model.safetensors + model.json."""
+        from tune3d.engine.runfolder import check_out_dir
+
+        check_out_dir(out)  # before any work: a file or read-only --out is one line, exit 2
         from tune3d.recon.train import TrainReconConfig
         from tune3d.recon.train import train_recon as run
 
@@ -300,6 +306,9 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device"),
     ) -> None:
         """Monocular and multi-view depth, pointmap accuracy/completeness/NC, relative pose AUC."""
+        from tune3d.engine.runfolder import check_out_dir
+
+        check_out_dir(out)  # before any work: a file or read-only --out is one line, exit 2
         from tune3d.geometry.align import DEPTH_ALIGN_MODES
         from tune3d.io import write_json, write_yaml
         from tune3d.recon.evaluate import EvalReconConfig, eval_config_dict, evaluate_model

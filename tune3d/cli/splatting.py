@@ -60,6 +60,9 @@ def lift_cmd(
     metrics.json per scene. Finished scenes are skipped, interrupted ones resume. Under torchrun / accelerate
     launch each process lifts its own share of the scenes.
     """
+    from tune3d.engine.runfolder import check_out_dir
+
+    check_out_dir(out)  # before any work: a file or read-only --out is one line, exit 2
     import json
     import logging
 

@@ -1,14 +1,17 @@
-"""Shared training-loop pieces on Accelerate: devices, seeding, checkpoint/resume, logging, progress."""
+"""Shared training-loop pieces on Accelerate: devices, seeding, run folders, checkpoint/resume, logging."""
 
 from tune3d.engine.checkpoint import CheckpointManager
 from tune3d.engine.devices import make_accelerator, resolve_device
 from tune3d.engine.logging import RunLogger
+from tune3d.engine.runfolder import RunFolder, check_out_dir
 from tune3d.engine.schedule import warmup_decay
 from tune3d.engine.seed import seed_everything, step_generator
 
 __all__ = [
     "CheckpointManager",
+    "RunFolder",
     "RunLogger",
+    "check_out_dir",
     "make_accelerator",
     "resolve_device",
     "seed_everything",

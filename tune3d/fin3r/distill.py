@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from tune3d.engine.checkpoint import CheckpointManager
+from tune3d.engine.runfolder import RunFolder
 from tune3d.engine.schedule import warmup_decay
 from tune3d.errors import Tune3DError
 from tune3d.fin3r.adapters import (
@@ -73,29 +75,8 @@ def _run_config(
     }
 
 
-def _check_resume(out: Path, run_cfg: dict[str, Any]) -> None:
-    """A run may resume only with the same configuration (``steps`` may grow, logging knobs may change)."""
-    import yaml
-
-    path = out / "config.yaml"
-    if not path.is_file():
-        return
-    old = yaml.safe_load(path.read_text()) or {}
-    free = {"steps", "save_every", "log_every", "progress", "num_workers", "diag_images", "eval_images"}
-    new = yaml.safe_load(yaml.safe_dump(_plain(run_cfg)))
-    diff = sorted(k for k in set(old) | set(new) if k not in free and old.get(k) != new.get(k))
-    if diff:
-        raise Tune3DError(
-            f"{path}: existing run has a different config ({', '.join(diff)}); use a new --out or --no-resume"
-        )
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
+# Settings a resumed run may change (``steps`` may grow; logging and evaluation knobs are free).
+RESUME_FREE = ("steps", "save_every", "log_every", "progress", "num_workers", "diag_images", "eval_images")
 
 
 def distill(
@@ -120,7 +101,11 @@ def distill(
     from tune3d.recon import create_model
 
     cfg.validate()
-    out = Path(out_dir)
+    run = RunFolder(out_dir, free=RESUME_FREE)
+    out = run.path
+    run_cfg = _run_config(model_name, weights, teacher_spec, mono_data, replay_data, cfg)
+    if resume and CheckpointManager(out).latest() is not None:
+        run.check_resume(run_cfg)  # before reading data or building models
     # Inputs first: bad specs and missing data fail before any model is built.
     mono_items, held_items, replay_scenes = load_inputs(
         mono_data, replay_data, teacher_spec, cfg.replay_ratio
@@ -139,7 +124,6 @@ def distill(
     mono = MonoImages(mono_items, (H, W))
     held = MonoImages(held_items, (H, W)) if held_items else None
     replay = ReplayTuples(replay_scenes, V, (H, W), cfg.replay_stride) if replay_scenes else None
-    run_cfg = _run_config(model_name, weights, teacher_spec, mono_data, replay_data, cfg)
     metrics = train_adapters(
         model, teacher, mono, replay, cfg, out, held=held, resume=resume, run_config=run_cfg
     )
@@ -174,12 +158,13 @@ def train_adapters(
 
     from tqdm.auto import tqdm
 
-    from tune3d.engine import CheckpointManager, RunLogger, make_accelerator
+    from tune3d.engine import RunLogger, make_accelerator
     from tune3d.io import write_json, write_yaml
 
     cfg.validate()
     t0 = time.time()
-    out = Path(out_dir)
+    run = RunFolder(out_dir, free=RESUME_FREE)
+    out = run.path
     core = model
     accelerator = make_accelerator(cfg.device, cfg.mixed_precision)
     device = accelerator.device
@@ -205,7 +190,7 @@ def train_adapters(
     ckpt = CheckpointManager(out, keep=2)
     start, history = 0, {"loss": [], "distill": [], "replay": []}
     if resume and ckpt.latest() is not None:
-        _check_resume(out, run_cfg)
+        run.check_resume(run_cfg)
         tensors, optim_state, state = ckpt.load()
         own = dict(core.named_parameters())
         with torch.no_grad():
@@ -220,6 +205,7 @@ def train_adapters(
             shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     if accelerator.is_main_process:
+        run.prepare()  # also drops temp files a killed run left
         write_yaml(out / "config.yaml", run_cfg)
 
     # Images for the final base-vs-trained comparison (base = the same model with adapters switched off).

@@ -21,13 +21,13 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from tune3d.engine import CheckpointManager, RunLogger, make_accelerator, seed_everything, step_generator
+from tune3d.engine.runfolder import RunFolder, fingerprint
 from tune3d.engine.schedule import warmup_decay
 from tune3d.errors import Tune3DError
 from tune3d.fit3d.lifted import LiftedCache, LiftedScene, find_lifted_dirs, open_lifted
@@ -410,7 +410,8 @@ def finetune(
     from tune3d.fit3d.export import export_backbone
     from tune3d.io import write_json, write_yaml
 
-    out = Path(out_dir)
+    run = RunFolder(out_dir, free=RESUME_FREE)
+    out = run.path
     acc = make_accelerator(cfg.device, cfg.mixed_precision)
     main = acc.is_main_process
     seed_everything(cfg.seed)
@@ -436,21 +437,21 @@ def finetune(
         "num_processes": acc.num_processes,
         **cfg.to_dict(),
     }
+    ckpts = CheckpointManager(out, keep=cfg.keep_checkpoints)
+    resumed = ckpts.load()
+    if resumed is not None and resumed[2].get("fingerprint") != _fingerprint(run_config):
+        raise Tune3DError(  # before writing anything: the refused run's folder stays as it was
+            f"{ckpts.latest()}: checkpoint belongs to a run with another configuration "
+            "(use a new --out folder or delete its checkpoints/)"
+        )
     if main:
-        out.mkdir(parents=True, exist_ok=True)
+        run.prepare()  # also drops checkpoint temp folders a killed run left
         write_yaml(out / "config.yaml", run_config)
 
     trainer = Finetuner(scenes, backbone, cfg, acc, val_scenes)
-    ckpts = CheckpointManager(out, keep=cfg.keep_checkpoints)
-    resumed = ckpts.load()
     state: dict[str, Any] = {"step": 0, "seconds": 0.0, "first_loss": None, "recent": [], "val_before": None}
     if resumed is not None:
         tensors, optim, saved = resumed
-        if saved.get("fingerprint") != _fingerprint(run_config):
-            raise Tune3DError(
-                f"{ckpts.latest()}: checkpoint belongs to a run with another configuration "
-                "(use a new --out folder or delete its checkpoints/)"
-            )
         trainer.restore(tensors, optim)
         state.update(saved)
         log.info("resuming at step %d of %d", state["step"], trainer.total_steps)
@@ -528,28 +529,27 @@ def finetune(
     return metrics
 
 
-def _fingerprint(run_config: dict[str, Any]) -> str:
-    """What must match for a checkpoint to be resumable (run-length and logging settings may change)."""
-    import hashlib
-    import json
+# Settings a resumed run may change: its length, checkpoint/log cadence, memory, device and validation.
+RESUME_FREE = (
+    "max_steps",
+    "epochs",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "log_every",
+    "progress",
+    "cache_mb",
+    "prefetch",
+    "target_cache_mb",
+    "target_cache_dir",
+    "device",
+    "val_lifted",
+    "val_max_views",
+)
 
-    free = {
-        "max_steps",
-        "epochs",
-        "checkpoint_every",
-        "keep_checkpoints",
-        "log_every",
-        "progress",
-        "cache_mb",
-        "prefetch",
-        "target_cache_mb",
-        "target_cache_dir",
-        "device",
-        "val_lifted",
-        "val_max_views",
-    }
-    key = {k: v for k, v in run_config.items() if k not in free}
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+def _fingerprint(run_config: dict[str, Any]) -> str:
+    """What must match for a checkpoint to be resumable."""
+    return fingerprint(run_config, RESUME_FREE)
 
 
 def _save(trainer: Finetuner, ckpts: CheckpointManager, state: dict, run_config: dict, acc) -> None:

@@ -14,6 +14,7 @@ with ``create_model(name, weights=...)``) and ``out/model.json`` (registry name 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor
 
 from tune3d.data.overlap import covisible_partners
+from tune3d.engine.runfolder import RunFolder
 from tune3d.engine.schedule import warmup_decay
 from tune3d.errors import Tune3DError
 
@@ -54,6 +56,10 @@ class TrainReconConfig:
     mixed_precision: str = "auto"
     resume: bool = True
     progress: bool = True
+
+
+# Settings a resumed run may change: the step budget and how often it saves/logs, not what it learns.
+RESUME_FREE = ("steps", "save_every", "log_every", "progress", "resume", "device", "mixed_precision", "out")
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -184,8 +190,12 @@ def train_recon(cfg: TrainReconConfig, model=None) -> dict:
         raise Tune3DError(
             f"invalid training sizes: views={cfg.views}, steps={cfg.steps}, batch={cfg.batch_size}"
         )
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    run = RunFolder(cfg.out, free=RESUME_FREE + (() if cfg.resolution is not None else ("resolution",)))
+    out = run.path
+    ckpt = CheckpointManager(out)
+    if cfg.resume and ckpt.latest() is not None:
+        run.check_resume(dataclasses.asdict(cfg))  # before building anything: another model would not load
+    run.prepare()
     seed_everything(cfg.seed)
     if model is None:
         model = create_model(cfg.model, weights=cfg.weights, allow_random_init=cfg.allow_random_init)
@@ -214,8 +224,7 @@ def train_recon(cfg: TrainReconConfig, model=None) -> dict:
     warmup = cfg.warmup_steps or max(1, cfg.steps // 20)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup, cfg.steps))
 
-    ckpt = CheckpointManager(out)
-    start = 0
+    start, first_loss, last_loss = 0, None, None
     if cfg.resume and (state := ckpt.load()) is not None:
         tensors, optim_state, meta = state
         model.load_state_dict(tensors)
@@ -223,6 +232,7 @@ def train_recon(cfg: TrainReconConfig, model=None) -> dict:
             optimizer.load_state_dict(optim_state["optimizer"])
             scheduler.load_state_dict(optim_state["scheduler"])
         start = int(meta["step"])
+        first_loss, last_loss = meta.get("first_loss"), meta.get("last_loss")
     if accelerator.is_main_process:
         save_config(cfg, out / "config.yaml")
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -250,6 +260,8 @@ def train_recon(cfg: TrainReconConfig, model=None) -> dict:
         optimizer.step()
         scheduler.step()
         history.append(float(loss.detach()))
+        first_loss = history[0] if first_loss is None else first_loss
+        last_loss = history[-1]
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             scalars = {k: float(v.detach()) for k, v in logs.items() if v.numel() == 1}
@@ -260,7 +272,7 @@ def train_recon(cfg: TrainReconConfig, model=None) -> dict:
                 done,
                 _state_for_save(raw),
                 {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                {"model": cfg.model},
+                {"model": cfg.model, "first_loss": first_loss, "last_loss": last_loss},
             )
         bar.update(1)
     bar.close()
@@ -271,12 +283,13 @@ def train_recon(cfg: TrainReconConfig, model=None) -> dict:
         "resumed_from": start,
         "resolution": [H, W],
         "views": cfg.views,
-        "final_loss": history[-1] if history else None,
-        "first_loss": history[0] if history else None,
+        "final_loss": last_loss,  # across resumes: the run's first step, not this process's
+        "first_loss": first_loss,
         "final_terms": {k: float(v.detach()) for k, v in logs.items() if v.numel() == 1},
     }
     if accelerator.is_main_process:
         raw.eval()
         save_model(raw, out, cfg.model, {"steps": cfg.steps, "resolution": [H, W], "views": cfg.views})
         write_json(out / "train_summary.json", summary)
+        write_json(out / "metrics.json", summary)  # last: marks the run finished, like every command
     return summary

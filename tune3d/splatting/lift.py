@@ -296,11 +296,10 @@ def _read_record(path: Path) -> dict[str, Any] | None:
 
 def is_finished(out_dir: str | os.PathLike, record: dict[str, Any]) -> bool:
     """True when ``out_dir`` holds a completed lift (``metrics.json``) made with the same settings."""
-    out_dir = Path(out_dir)
-    if not (out_dir / METRICS_FILE).is_file():
-        return False
-    old = _read_record(out_dir / CONFIG_FILE)
-    return old is not None and _same_settings(old, record)
+    from tune3d.engine.runfolder import RunFolder
+
+    run = RunFolder(out_dir, config_file=CONFIG_FILE, same=_same_settings)
+    return run.is_finished(record, finished_file=METRICS_FILE)
 
 
 def _prepare_out_dir(out_dir: Path, record: dict[str, Any], overwrite: bool) -> None:
@@ -347,12 +346,13 @@ def lift_scene(
     ``feature_cosine`` and the same at initialisation as ``initial_*``.
     """
     from tune3d.data import parse_frame_range
-    from tune3d.engine import CheckpointManager, RunLogger, resolve_device, step_generator
+    from tune3d.engine import CheckpointManager, RunFolder, RunLogger, resolve_device, step_generator
     from tune3d.io import read_json, write_json, write_yaml
     from tune3d.splatting.rasterize import resolve_backend
 
     t_start = time.time()
-    out_dir = Path(out_dir)
+    run = RunFolder(out_dir)  # a file or read-only --out fails here, before any work
+    out_dir = run.path
     if cfg.frames:
         scene = scene.subset(parse_frame_range(cfg.frames, len(scene)))
     record = config_record(cfg, scene, backbone)
@@ -360,7 +360,7 @@ def lift_scene(
         logger.info("%s: already lifted, skipping", out_dir)
         return read_json(out_dir / METRICS_FILE)
     _prepare_out_dir(out_dir, record, overwrite)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    run.prepare()  # also drops temp files and checkpoint folders a killed run left
     write_yaml(out_dir / CONFIG_FILE, record)
 
     device = resolve_device(cfg.device)

@@ -1,0 +1,145 @@
+"""The run folder every command writes into: checked before any work, resumable only with the same config.
+
+One object owns what each stage used to repeat:
+
+* :func:`check_out_dir` — ``--out`` must be a folder we can create or write (not a file, not read-only),
+  checked before any model is built or any frame is read, so a bad ``--out`` is one line, exit 2;
+* :meth:`RunFolder.check_resume` — an existing run may be continued only with the same settings (keys
+  listed in ``free`` may change: step counts, logging knobs); the changed keys are named in the error;
+* :meth:`RunFolder.is_finished` — the final file (``metrics.json``) exists and the settings match;
+* :meth:`RunFolder.clean_stale` — hidden ``.*.tmp`` files and ``checkpoints/.step_*`` folders left by a
+  killed process (SIGKILL skips every ``finally``) are removed at start.
+
+Writes go through :mod:`tune3d.io` (atomic, 0644, deterministic safetensors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tune3d.errors import Tune3DError
+
+CONFIG_FILE = "config.yaml"
+FINISHED_FILE = "metrics.json"
+
+
+def check_out_dir(out: str | os.PathLike) -> Path:
+    """Raise :class:`Tune3DError` unless ``out`` is (or can be created as) a writable folder.
+
+    Creates nothing: the nearest existing ancestor must be a folder we may write into.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise Tune3DError(f"{out}: --out exists and is not a folder")
+    probe = out
+    while not probe.exists():
+        parent = probe.parent
+        if parent == probe:
+            break
+        probe = parent
+    if probe.exists() and not probe.is_dir():
+        raise Tune3DError(f"{out}: --out cannot be created ({probe} is a file)")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise Tune3DError(f"{out}: --out is not writable ({probe} is read-only)")
+    return out
+
+
+def plain(obj: Any) -> Any:
+    """YAML/JSON-safe builtins (tuples -> lists, paths -> str, dataclasses -> dicts)."""
+    from tune3d.io import _plain
+
+    return yaml.safe_load(yaml.safe_dump(_plain(obj), sort_keys=True))
+
+
+def fingerprint(record: dict[str, Any], free: Iterable[str] = ()) -> str:
+    """16-hex digest of ``record`` without the ``free`` keys (key order does not matter; paths and other
+    non-JSON values count by their ``str``)."""
+    free = set(free)
+    key = {k: v for k, v in record.items() if k not in free}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class RunFolder:
+    """One command's output folder. ``free``: config keys that may differ between a run and its resume."""
+
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        free: Iterable[str] = (),
+        config_file: str = CONFIG_FILE,
+        same: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None,
+    ):
+        """``same(saved, record)``: a stage's own settings comparison (e.g. lift's, which matches a scene
+        by content, not path) used by :meth:`is_finished` instead of key-by-key equality."""
+        self.path = check_out_dir(out)
+        self.free = frozenset(free)
+        self.config_path = self.path / config_file
+        self.same = same
+
+    def saved_config(self) -> dict[str, Any] | None:
+        if not self.config_path.is_file():
+            return None
+        try:
+            old = yaml.safe_load(self.config_path.read_text())
+        except yaml.YAMLError as e:
+            raise Tune3DError(f"{self.config_path}: malformed YAML ({str(e).splitlines()[0]})") from None
+        return old if isinstance(old, dict) else None
+
+    def changed_keys(self, record: dict[str, Any]) -> list[str]:
+        """Keys (outside ``free``) whose saved value differs from ``record``; [] when nothing is saved."""
+        old = self.saved_config()
+        if old is None:
+            return []
+        new = plain(record)
+        return sorted(k for k in set(old) | set(new) if k not in self.free and old.get(k) != new.get(k))
+
+    def check_resume(self, record: dict[str, Any]) -> None:
+        """Refuse to continue a run made with other settings (names the changed keys)."""
+        diff = self.changed_keys(record)
+        if diff:
+            raise Tune3DError(
+                f"{self.config_path}: existing run has a different config ({', '.join(diff)}); "
+                "use a new --out or --no-resume"
+            )
+
+    def is_finished(self, record: dict[str, Any], finished_file: str = FINISHED_FILE) -> bool:
+        """True when the final file exists and the saved settings match ``record``."""
+        if not (self.path / finished_file).is_file():
+            return False
+        try:
+            old = self.saved_config()
+        except Tune3DError:  # unreadable config: not a finished run of these settings
+            return False
+        if old is None:
+            return False
+        return self.same(old, record) if self.same is not None else not self.changed_keys(record)
+
+    def clean_stale(self) -> list[Path]:
+        """Remove temporary files/folders a killed process left (``.*.tmp`` anywhere up to two levels
+        deep, ``checkpoints/.step_*``). Returns what was removed."""
+        removed: list[Path] = []
+        if not self.path.is_dir():
+            return removed
+        candidates = [*self.path.glob(".*.tmp"), *self.path.glob("*/.*.tmp"), *self.path.glob("*/*/.*.tmp")]
+        candidates += list((self.path / "checkpoints").glob(".step_*"))
+        for p in candidates:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+        return removed
+
+    def prepare(self) -> RunFolder:
+        """Create the folder and clean stale temporaries; call once the inputs are validated."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.clean_stale()
+        return self
