@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typer
+
 from tune3d.errors import Tune3DError
 
 
@@ -16,3 +18,10 @@ def parse_hw(text: str | None, option: str = "--resolution") -> tuple[int, int] 
     if h <= 0 or w <= 0:
         raise Tune3DError(f"{option} {text!r}: sizes must be positive")
     return h, w
+
+
+def given_on_command_line(ctx: typer.Context) -> set[str]:
+    """Names of the parameters the user typed (or set through the environment), not left at default.
+    With ``--config`` these win over the file; the others yield to it."""
+    typed = ("COMMANDLINE", "ENVIRONMENT")  # by name: typer may bring its own copy of click's enum
+    return {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", None) in typed}

@@ -7,7 +7,9 @@ from pathlib import Path
 import typer
 
 from tune3d.cli._args import parse_hw
-from tune3d.errors import Tune3DError
+
+# What a finetune run's config.yaml records beside the FinetuneConfig fields (inputs given as options).
+RUN_RECORD_KEYS = ("backbone", "weights", "base_weights", "lifted", "val_lifted", "num_processes")
 
 
 def finetune_cmd(
@@ -57,27 +59,9 @@ def finetune_cmd(
     Runs on CPU, one GPU, or many processes: `accelerate launch [--multi_gpu --num_processes N] -m tune3d
     finetune ...` or `torchrun --nproc_per_node N -m tune3d finetune ...` (per-process batch x N = global).
     """
-    import dataclasses
-
-    from tune3d.config import from_dict
+    from tune3d.config import resolve_config
     from tune3d.fit3d.finetune import FinetuneConfig, finetune
 
-    base: dict = {}
-    if config is not None:
-        import yaml
-
-        if not config.is_file():
-            raise Tune3DError(f"{config}: config file not found")
-        try:
-            data = yaml.safe_load(config.read_text()) or {}
-        except yaml.YAMLError as e:  # includes unknown tags such as !!python/object
-            raise Tune3DError(f"{config}: malformed YAML ({' '.join(str(e).split())})") from None
-        if not isinstance(data, dict):
-            raise Tune3DError(
-                f"{config}: expected a mapping of FinetuneConfig fields, got {type(data).__name__}"
-            )
-        names = {f.name for f in dataclasses.fields(FinetuneConfig)}
-        base = {k: v for k, v in data.items() if k in names}  # a run's config.yaml also lists its inputs
     flags = dict(
         epochs=epochs,
         max_steps=max_steps,
@@ -101,10 +85,10 @@ def finetune_cmd(
         mixed_precision=mixed_precision,
         raster_backend=raster_backend,
     )
-    base.update({k: v for k, v in flags.items() if v is not None})
     if no_progress:
-        base["progress"] = False
-    cfg = from_dict(FinetuneConfig, base, source=str(config) if config else "finetune options")
+        flags["progress"] = False
+    flags = {k: v for k, v in flags.items() if v is not None}  # options default to None: unset yields
+    cfg = resolve_config(FinetuneConfig, config, flags, given=flags, ignore=RUN_RECORD_KEYS)
     metrics = finetune(
         lifted,
         backbone,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from tune3d.cli._args import parse_hw
+from tune3d.cli._args import given_on_command_line, parse_hw
 from tune3d.errors import Tune3DError
 
 
@@ -209,6 +209,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train-recon")
     def train_recon(
+        ctx: typer.Context,
         data: list[Path] = typer.Option(
             ..., "--data", help="Scene folder(s) or dataset folder(s) with depth."
         ),
@@ -232,40 +233,41 @@ def register(app: typer.Typer) -> None:
         log_every: int = typer.Option(10, "--log-every"),
         device: str = typer.Option("auto", "--device"),
         resume: bool = typer.Option(True, "--resume/--no-resume"),
+        config: Path | None = typer.Option(
+            None, "--config", help="YAML with TrainReconConfig fields, or a run's config.yaml (flags win)."
+        ),
     ) -> None:
         """Supervised training with the family's own loss; writes model.safetensors + model.json."""
+        import dataclasses
+
+        from tune3d.config import resolve_config
         from tune3d.recon.train import TrainReconConfig
         from tune3d.recon.train import train_recon as run
 
-        if weights is not None and not weights.exists():
-            raise Tune3DError(f"{weights}: weights file not found")
-        if not (math.isfinite(lr) and lr > 0):
-            raise Tune3DError(f"--lr {lr}: the learning rate must be a positive number")
-        for option, value in (("--steps", steps), ("--batch-size", batch_size), ("--views", views)):
-            if value < 1:
-                raise Tune3DError(f"{option} {value}: must be at least 1")
-        cfg = TrainReconConfig(
-            model=model,
+        fields = {f.name for f in dataclasses.fields(TrainReconConfig)}
+
+        values = {k: v for k, v in ctx.params.items() if k in fields}
+        values.update(
             data=[str(d) for d in data],
             out=str(out),
             weights=str(weights) if weights else None,
-            allow_random_init=allow_random_init,
-            views=views,
             resolution=parse_hw(resolution),
-            steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
-            min_overlap=min_overlap,
-            point_gradient=point_gradient,
-            save_every=save_every,
-            log_every=log_every,
-            device=device,
-            resume=resume,
         )
+        cfg = resolve_config(TrainReconConfig, config, values, given_on_command_line(ctx))
+        if cfg.weights is not None and not Path(cfg.weights).exists():
+            raise Tune3DError(f"{cfg.weights}: weights file not found")
+        if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+            raise Tune3DError(f"--lr {cfg.lr}: the learning rate must be a positive number")
+        for option, value in (
+            ("--steps", cfg.steps),
+            ("--batch-size", cfg.batch_size),
+            ("--views", cfg.views),
+        ):
+            if value < 1:
+                raise Tune3DError(f"{option} {value}: must be at least 1")
         summary = run(cfg)
         typer.echo(
-            f"trained {model} for {summary['steps']} steps: loss {summary['first_loss']} -> "
+            f"trained {cfg.model} for {summary['steps']} steps: loss {summary['first_loss']} -> "
             f"{summary['final_loss']}; weights in {out / 'model.safetensors'}"
         )
 
