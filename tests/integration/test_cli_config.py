@@ -97,6 +97,19 @@ def test_train_recon_config_round_trip(cli, scene, tmp_path):
     assert r.returncode == 0, r.stderr
     assert _yaml(third / "config.yaml")["steps"] == 1 and _yaml(third / "config.yaml")["lr"] == 0.0003
 
+    # eval-recon of the trained weights, then again from its own config.yaml
+    weights = ["--weights", first / "model.safetensors", "--data", scene]
+    r = cli(
+        "eval-recon", *weights, "--out", tmp_path / "e1", "--pairs", "2", "--mono-frames", "2", "--size", "48"
+    )
+    assert r.returncode == 0, r.stderr
+    r = cli("eval-recon", *weights, "--out", tmp_path / "e2", "--config", tmp_path / "e1" / "config.yaml")
+    assert r.returncode == 0, r.stderr
+    e1, e2 = _yaml(tmp_path / "e1" / "config.yaml"), _yaml(tmp_path / "e2" / "config.yaml")
+    assert e1 == e2 and e2["pairs"] == 2 and e2["size"] == 48
+    m1, m2 = (json.loads((tmp_path / e / "metrics.json").read_text()) for e in ("e1", "e2"))
+    assert m1["mono_depth"] == m2["mono_depth"] and m1["multiview"] == m2["multiview"]
+
 
 @pytest.mark.parametrize(
     "command,args",
@@ -108,6 +121,20 @@ def test_train_recon_config_round_trip(cli, scene, tmp_path):
         ),
         ("train-recon", ["--model", "dust3r_tiny", "--allow-random-init", "--data", "{scene}"]),
         ("finetune", ["--lifted", "{scene}", "--backbone", "dinov2_vits14_tiny", "--allow-random-init"]),
+        ("eval-recon", ["--model", "dust3r_tiny", "--allow-random-init", "--data", "{scene}"]),
+        (
+            "probe",
+            [
+                "--task",
+                "depth",
+                "--backbone",
+                "dinov2_vits14_tiny",
+                "--train",
+                "{scene}",
+                "--test",
+                "{scene}",
+            ],
+        ),
     ],
 )
 @pytest.mark.parametrize(

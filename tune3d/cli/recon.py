@@ -75,6 +75,10 @@ def _build(
     return name, net
 
 
+# What an eval-recon run's config.yaml records beside the EvalReconConfig fields (inputs given as options).
+EVAL_RECORD_KEYS = ("model", "weights", "adapter", "data")
+
+
 def register(app: typer.Typer) -> None:
     """Register this area's commands on the root app."""
 
@@ -273,6 +277,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("eval-recon")
     def eval_recon(
+        ctx: typer.Context,
         data: Path = typer.Option(..., "--data", help="Scene with depth and poses."),
         out: Path = typer.Option(..., "--out", help="Output folder (metrics.json, config.yaml)."),
         model: str | None = typer.Option(None, "--model", help="Registry name (default: model.json)."),
@@ -293,48 +298,49 @@ def register(app: typer.Typer) -> None:
         max_depth: float | None = typer.Option(None, "--max-depth"),
         seed: int = typer.Option(0, "--seed"),
         device: str = typer.Option("auto", "--device"),
+        config: Path | None = typer.Option(
+            None, "--config", help="YAML with EvalReconConfig fields, or a run's config.yaml (flags win)."
+        ),
     ) -> None:
         """Monocular and multi-view depth, pointmap accuracy/completeness/NC, relative pose AUC."""
+        import dataclasses
+
+        from tune3d.config import resolve_config
         from tune3d.geometry.align import DEPTH_ALIGN_MODES
         from tune3d.io import write_json, write_yaml
         from tune3d.recon.evaluate import EvalReconConfig, eval_config_dict, evaluate_model
 
-        if align not in DEPTH_ALIGN_MODES:
-            raise Tune3DError(f"--align {align!r}: expected one of {', '.join(DEPTH_ALIGN_MODES)}")
+        fields = {f.name for f in dataclasses.fields(EvalReconConfig)}
+        values = {k: v for k, v in ctx.params.items() if k in fields}
+        cfg = resolve_config(
+            EvalReconConfig, config, values, given_on_command_line(ctx), ignore=EVAL_RECORD_KEYS
+        )
+        if cfg.align not in DEPTH_ALIGN_MODES:
+            raise Tune3DError(f"--align {cfg.align!r}: expected one of {', '.join(DEPTH_ALIGN_MODES)}")
         if not data.exists():
             raise Tune3DError(f"{data}: scene not found")
-        if size is not None and size <= 0:
-            raise Tune3DError(f"--size {size}: must be a positive number of pixels")
+        if cfg.size is not None and cfg.size <= 0:
+            raise Tune3DError(f"--size {cfg.size}: must be a positive number of pixels")
         for option, value, least in (
-            ("--views", views, 1),
-            ("--pairs", pairs, 0),
-            ("--mono-frames", mono_frames, 0),
+            ("--views", cfg.views, 1),
+            ("--pairs", cfg.pairs, 0),
+            ("--mono-frames", cfg.mono_frames, 0),
         ):
             if value < least:
                 raise Tune3DError(f"{option} {value}: must be at least {least}")
         from tune3d.data import load_scene
 
         scene = load_scene(data)
-        n_frames = len(scene.subset(frames)) if frames else len(scene)
+        n_frames = len(scene.subset(cfg.frames)) if cfg.frames else len(scene)
         name, net = _build(model, weights, allow_random_init, adapter, device)
-        tuple_size = 2 if net.num_views == 2 else max(2, views)
-        if pairs > 0 and tuple_size > n_frames:
+        tuple_size = 2 if net.num_views == 2 else max(2, cfg.views)
+        if cfg.pairs > 0 and tuple_size > n_frames:
             raise Tune3DError(
                 f"{data}: tuples of {tuple_size} views need at least {tuple_size} frames, "
                 f"the scene has {n_frames}; lower --views"
             )
-        cfg = EvalReconConfig(
-            frames=frames,
-            pairs=pairs,
-            views=views,
-            mono_frames=mono_frames,
-            size=size,
-            align=align,
-            max_depth=max_depth,
-            seed=seed,
-        )
         metrics = evaluate_model(net, scene, cfg, progress=True)
-        if pairs > 0 and not metrics["multiview"].get("tuples"):
+        if cfg.pairs > 0 and not metrics["multiview"].get("tuples"):
             raise Tune3DError(
                 f"{data}: no tuple of {tuple_size} co-visible frames found for the multi-view metrics; "
                 "use fewer --views (or --pairs 0 for monocular depth only)"
