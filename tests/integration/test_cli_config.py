@@ -125,6 +125,31 @@ def test_features_config_round_trip(cli, scene, tmp_path):
     assert _same_tensors(again / "features.safetensors", first / "features.safetensors")
 
 
+def test_reconstruct_config_round_trip(cli, scene, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from tune3d.data import load_scene
+
+    sc = load_scene(scene)
+    for k in range(3):
+        Image.fromarray(sc[k].image()).save(tmp_path / f"img{k}.png")
+    images = [tmp_path / f"img{k}.png" for k in range(3)]
+    inputs = [*images, "--model", "dust3r_tiny", "--allow-random-init"]
+    first, again = tmp_path / "a", tmp_path / "b"
+    r = cli("reconstruct", *inputs, "--out", first, "--size", "48", "--niter", "5", "--graph", "swin-1",
+            "--no-previews")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = cli("reconstruct", *inputs, "--out", again, "--config", first / "config.yaml")
+    assert r.returncode == 0, r.stderr
+    a, b = _yaml(first / "config.yaml"), _yaml(again / "config.yaml")
+    assert a == b and b["niter"] == 5 and b["graph"] == "swin-1" and b["previews"] is False
+    pa, pb = np.load(first / "predictions.npz"), np.load(again / "predictions.npz")
+    # random-init weights are not seeded by reconstruct: compare what the settings decide (size, views)
+    assert set(pa.files) == set(pb.files) and all(pa[k].shape == pb[k].shape for k in pa.files)
+    assert np.array_equal(pa["images"], pb["images"]) and pa["images"].shape[1:3] == (32, 48)
+
+
 @pytest.mark.parametrize(
     "command,args",
     [
@@ -135,6 +160,7 @@ def test_features_config_round_trip(cli, scene, tmp_path):
         ),
         ("train-recon", ["--model", "dust3r_tiny", "--allow-random-init", "--data", "{scene}"]),
         ("finetune", ["--lifted", "{scene}", "--backbone", "dinov2_vits14_tiny", "--allow-random-init"]),
+        ("reconstruct", ["{scene}", "--model", "dust3r_tiny", "--allow-random-init"]),
         ("features", ["{scene}", "--backbone", "dinov2_vits14_tiny", "--allow-random-init"]),
         ("eval-recon", ["--model", "dust3r_tiny", "--allow-random-init", "--data", "{scene}"]),
         (
@@ -157,8 +183,8 @@ def test_features_config_round_trip(cli, scene, tmp_path):
     [({"stepz": 3}, "unknown config key 'stepz'"), ({"seed": "one"}, "config key 'seed' expects int")],
 )
 def test_bad_config_is_one_line_naming_file_and_key(cli, scene, tmp_path, command, args, data, needle):
-    if command == "features" and "seed" in data:  # the one config without a seed: another int field
-        data, needle = {"pca_frames": "one"}, "config key 'pca_frames' expects int"
+    if command in ("features", "reconstruct") and "seed" in data:  # configs without a seed: another int
+        data, needle = {"niter" if command == "reconstruct" else "pca_frames": "one"}, "expects int"
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"

@@ -75,6 +75,10 @@ def _build(
     return name, net
 
 
+# What a reconstruct run's config.yaml records beside the ReconstructConfig fields (inputs, what was run).
+RECONSTRUCT_RECORD_KEYS = (
+    *("model", "weights", "adapter", "images", "camera_source", "pairs", "alignment", "poses", "intrinsics"),
+)
 # What an eval-recon run's config.yaml records beside the EvalReconConfig fields (inputs given as options).
 EVAL_RECORD_KEYS = ("model", "weights", "adapter", "data")
 
@@ -84,6 +88,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("reconstruct")
     def reconstruct(
+        ctx: typer.Context,
         images: list[Path] = typer.Argument(
             ..., help="Input images and/or folders of images (at least two)."
         ),
@@ -123,6 +128,9 @@ def register(app: typer.Typer) -> None:
             None, "--intrinsics", help="Known K of the input images: text 3x3 matrix or 'fx fy cx cy'."
         ),
         export: str = typer.Option("", "--export", help="Extra exports, comma-separated: colmap, glb."),
+        config: Path | None = typer.Option(
+            None, "--config", help="YAML with ReconstructConfig fields, or a run's config.yaml (flags win)."
+        ),
     ) -> None:
         """Reconstruct images: predictions.npz, points.ply, cameras.json, previews/ (+ colmap/, scene.glb).
 
@@ -130,10 +138,24 @@ def register(app: typer.Typer) -> None:
         alignment (``--align none``: every image paired with the first); CUT3R and VGGT take all images
         in one forward. Outputs are in image 1's camera frame unless ``--poses`` gives the world.
         """
+        import dataclasses
+
+        from tune3d.config import resolve_config
+        from tune3d.recon.reconstruct_config import ReconstructConfig
+
+        fields = {f.name for f in dataclasses.fields(ReconstructConfig)}
+        values = {k: v for k, v in ctx.params.items() if k in fields}
+        cfg = resolve_config(
+            ReconstructConfig, config, values, given_on_command_line(ctx), ignore=RECONSTRUCT_RECORD_KEYS
+        )
+        size, mode, conf_threshold, previews = cfg.size, cfg.mode, cfg.conf_threshold, cfg.previews
+        device, align, graph, niter, export = cfg.device, cfg.align, cfg.graph, cfg.niter, cfg.export
         if size is not None and size <= 0:
             raise Tune3DError(f"--size {size}: must be a positive number of pixels")
         if conf_threshold is not None and not math.isfinite(conf_threshold):
             raise Tune3DError(f"--conf-threshold {conf_threshold}: must be a finite number")
+        if niter < 0:
+            raise Tune3DError(f"--niter {niter}: must be at least 0")
 
         from tune3d.io import write_yaml
         from tune3d.recon.export import export_extras, export_reconstruction, parse_exports
@@ -193,17 +215,12 @@ def register(app: typer.Typer) -> None:
                 "weights": str(weights) if weights else None,
                 "adapter": str(adapter) if adapter else None,
                 "images": [str(p) for p in images],
-                "size": size,
-                "mode": mode,
-                "conf_threshold": conf_threshold,
                 "camera_source": recon.camera_source,
                 "pairs": [list(p) for p in recon.pairs],
-                "align": align if net.num_views == 2 else "one_forward",
-                "graph": graph if net.num_views == 2 and align == "global" else None,
-                "niter": niter,
+                "alignment": align if net.num_views == 2 else "one_forward",  # what was run
                 "poses": str(poses) if poses else None,
                 "intrinsics": str(intrinsics) if intrinsics else None,
-                "export": exports,
+                **dataclasses.asdict(dataclasses.replace(cfg, conf_threshold=conf_threshold)),
             },
         )
         typer.echo(
