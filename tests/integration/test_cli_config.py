@@ -193,3 +193,23 @@ def test_bad_config_is_one_line_naming_file_and_key(cli, scene, tmp_path, comman
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert lines[0].startswith(f"tune3d: error: {path}: ") and needle in lines[0], lines[0]
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "command,args,key",
+    [
+        ("lift", ["{scene}", "--backbone", "dinov2_vits14_tiny", "--allow-random-init"], "latent_dim"),
+        ("distill", ["--model", "dust3r_tiny", "--allow-random-init", "--mono", "{scene}", "--teacher",
+                     "sensor"], "rank"),
+    ],
+)  # fmt: skip
+def test_config_values_obey_the_options_bounds(cli, scene, tmp_path, command, args, key):
+    """A file value skips the option's ``min``: the same bound is checked on the resolved config."""
+    path = tmp_path / "low.yaml"
+    path.write_text(yaml.safe_dump({key: -1}))
+    out = tmp_path / "out"
+    r = cli(command, *(a.format(scene=scene) for a in args), "--out", out, "--config", path)
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert lines[0] == f"tune3d: error: {path}: config key {key!r} = -1: must be >= 1"
+    assert not out.exists()

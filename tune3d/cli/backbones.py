@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tune3d.cli._args import given_on_command_line, parse_hw
+from tune3d.cli._args import given_on_command_line, parse_hw, resolve_command_config
 from tune3d.errors import Tune3DError
 
 
@@ -70,7 +70,6 @@ def features_cmd(
 
     from tune3d.backbones import create_backbone
     from tune3d.backbones.scene_features import FeaturesConfig, write_scene_features
-    from tune3d.config import resolve_config
     from tune3d.data import load_scene, parse_frame_range
     from tune3d.io import write_yaml
 
@@ -84,7 +83,7 @@ def features_cmd(
     )
     typed = given_on_command_line(ctx)
     typed |= {"norm"} if "no_norm" in typed else set()
-    cfg = resolve_config(FeaturesConfig, config, values, typed, ignore=FEATURES_RECORD_KEYS)
+    cfg = resolve_command_config(ctx, FeaturesConfig, config, values, typed, ignore=FEATURES_RECORD_KEYS)
     cfg.validate()
     sc = load_scene(scene)
     indices = parse_frame_range(cfg.frames, len(sc)) if cfg.frames else list(range(len(sc)))

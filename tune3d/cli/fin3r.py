@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from tune3d.cli._args import given_on_command_line, parse_hw
+from tune3d.cli._args import given_on_command_line, parse_hw, resolve_command_config
 from tune3d.errors import Tune3DError
 
 # What a distill run's config.yaml records beside the DistillConfig fields (inputs given as options).
@@ -105,7 +105,6 @@ def distill_cmd(
     """
     import dataclasses
 
-    from tune3d.config import resolve_config
     from tune3d.fin3r.distill import DistillConfig, distill
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -118,7 +117,7 @@ def distill_cmd(
     )
     typed = given_on_command_line(ctx)
     typed |= {"progress"} if "quiet" in typed else set()
-    cfg = resolve_config(DistillConfig, config, values, typed, ignore=RUN_RECORD_KEYS)
+    cfg = resolve_command_config(ctx, DistillConfig, config, values, typed, ignore=RUN_RECORD_KEYS)
     if weights is not None and not weights.is_file() and not weights.is_dir():
         raise Tune3DError(f"{weights}: weights file not found")
     _check_one_aspect_ratio(mono)

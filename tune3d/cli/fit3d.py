@@ -6,13 +6,14 @@ from pathlib import Path
 
 import typer
 
-from tune3d.cli._args import parse_hw
+from tune3d.cli._args import parse_hw, resolve_command_config
 
 # What a finetune run's config.yaml records beside the FinetuneConfig fields (inputs given as options).
 RUN_RECORD_KEYS = ("backbone", "weights", "base_weights", "lifted", "val_lifted", "num_processes")
 
 
 def finetune_cmd(
+    ctx: typer.Context,
     lifted: list[Path] = typer.Option(
         ..., "--lifted", "-l", help="Lifted scene folder (repeatable), or a folder of lifted scenes."
     ),
@@ -59,7 +60,6 @@ def finetune_cmd(
     Runs on CPU, one GPU, or many processes: `accelerate launch [--multi_gpu --num_processes N] -m tune3d
     finetune ...` or `torchrun --nproc_per_node N -m tune3d finetune ...` (per-process batch x N = global).
     """
-    from tune3d.config import resolve_config
     from tune3d.fit3d.finetune import FinetuneConfig, finetune
 
     flags = dict(
@@ -88,7 +88,7 @@ def finetune_cmd(
     if no_progress:
         flags["progress"] = False
     flags = {k: v for k, v in flags.items() if v is not None}  # options default to None: unset yields
-    cfg = resolve_config(FinetuneConfig, config, flags, given=flags, ignore=RUN_RECORD_KEYS)
+    cfg = resolve_command_config(ctx, FinetuneConfig, config, flags, given=flags, ignore=RUN_RECORD_KEYS)
     metrics = finetune(
         lifted,
         backbone,

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from tune3d.cli._args import given_on_command_line, parse_hw
+from tune3d.cli._args import given_on_command_line, parse_hw, resolve_command_config
 from tune3d.errors import Tune3DError
 
 # What a probe's config.yaml records beside its "probe" settings (run identity, inputs given as options).
@@ -119,7 +119,7 @@ def probe_cmd(
     concatenated: FiT3D's test-time assembly) and `duplicated` (the original twice: the doubled-width
     control). Data: scenes (--train/--test) or a benchmark dataset (--dataset NAME --root ROOT).
     """
-    from tune3d.config import read_config_file, resolve_config
+    from tune3d.config import read_config_file
     from tune3d.fit3d.assembly import ASSEMBLY_MODES, build_assembled
     from tune3d.probe import TASKS, ProbeConfig, run_probe
 
@@ -161,7 +161,9 @@ def probe_cmd(
     typed = given_on_command_line(ctx) & set(flags)
     typed |= {"image_size"} if "resolution" in given_on_command_line(ctx) else set()
     typed |= {"progress"} if "no_progress" in given_on_command_line(ctx) else set()
-    cfg = resolve_config(ProbeConfig, config, flags, typed, section="probe", ignore=PROBE_RECORD_KEYS)
+    cfg = resolve_command_config(
+        ctx, ProbeConfig, config, flags, typed, section="probe", ignore=PROBE_RECORD_KEYS
+    )
     in_file = (
         set() if config is None else set(read_config_file(config).get("probe") or read_config_file(config))
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from tune3d.cli._args import given_on_command_line, parse_hw
+from tune3d.cli._args import given_on_command_line, parse_hw, resolve_command_config
 from tune3d.errors import Tune3DError
 
 
@@ -140,13 +140,12 @@ def register(app: typer.Typer) -> None:
         """
         import dataclasses
 
-        from tune3d.config import resolve_config
         from tune3d.recon.reconstruct_config import ReconstructConfig
 
         fields = {f.name for f in dataclasses.fields(ReconstructConfig)}
         values = {k: v for k, v in ctx.params.items() if k in fields}
-        cfg = resolve_config(
-            ReconstructConfig, config, values, given_on_command_line(ctx), ignore=RECONSTRUCT_RECORD_KEYS
+        cfg = resolve_command_config(
+            ctx, ReconstructConfig, config, values, given_on_command_line(ctx), ignore=RECONSTRUCT_RECORD_KEYS
         )
         size, mode, conf_threshold, previews = cfg.size, cfg.mode, cfg.conf_threshold, cfg.previews
         device, align, graph, niter, export = cfg.device, cfg.align, cfg.graph, cfg.niter, cfg.export
@@ -261,7 +260,6 @@ def register(app: typer.Typer) -> None:
         """Supervised training with the family's own loss; writes model.safetensors + model.json."""
         import dataclasses
 
-        from tune3d.config import resolve_config
         from tune3d.recon.train import TrainReconConfig
         from tune3d.recon.train import train_recon as run
 
@@ -274,7 +272,7 @@ def register(app: typer.Typer) -> None:
             weights=str(weights) if weights else None,
             resolution=parse_hw(resolution),
         )
-        cfg = resolve_config(TrainReconConfig, config, values, given_on_command_line(ctx))
+        cfg = resolve_command_config(ctx, TrainReconConfig, config, values, given_on_command_line(ctx))
         if cfg.weights is not None and not Path(cfg.weights).exists():
             raise Tune3DError(f"{cfg.weights}: weights file not found")
         if not (math.isfinite(cfg.lr) and cfg.lr > 0):
@@ -322,15 +320,14 @@ def register(app: typer.Typer) -> None:
         """Monocular and multi-view depth, pointmap accuracy/completeness/NC, relative pose AUC."""
         import dataclasses
 
-        from tune3d.config import resolve_config
         from tune3d.geometry.align import DEPTH_ALIGN_MODES
         from tune3d.io import write_json, write_yaml
         from tune3d.recon.evaluate import EvalReconConfig, eval_config_dict, evaluate_model
 
         fields = {f.name for f in dataclasses.fields(EvalReconConfig)}
         values = {k: v for k, v in ctx.params.items() if k in fields}
-        cfg = resolve_config(
-            EvalReconConfig, config, values, given_on_command_line(ctx), ignore=EVAL_RECORD_KEYS
+        cfg = resolve_command_config(
+            ctx, EvalReconConfig, config, values, given_on_command_line(ctx), ignore=EVAL_RECORD_KEYS
         )
         if cfg.align not in DEPTH_ALIGN_MODES:
             raise Tune3DError(f"--align {cfg.align!r}: expected one of {', '.join(DEPTH_ALIGN_MODES)}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tune3d.cli._args import given_on_command_line, parse_hw
+from tune3d.cli._args import given_on_command_line, parse_hw, resolve_command_config
 from tune3d.errors import Tune3DError
 
 
@@ -68,7 +68,6 @@ def lift_cmd(
     import json
     import logging
 
-    from tune3d.config import resolve_config
     from tune3d.data import detect_format
     from tune3d.splatting.lift import LiftConfig
     from tune3d.splatting.lift_many import dist_env, lift_scenes
@@ -95,7 +94,9 @@ def lift_cmd(
     typed |= {"feature_cache"} if typed & {"feature_cache", "no_cache"} else set()
     typed |= {"progress"} if "quiet" in typed else set()
     # A lift's config.yaml nests the settings under "lift" beside the scene and backbone it was made of.
-    cfg = resolve_config(LiftConfig, config, values, typed, section="lift", ignore=("scene", "backbone"))
+    cfg = resolve_command_config(
+        ctx, LiftConfig, config, values, typed, section="lift", ignore=("scene", "backbone")
+    )
     if cfg.backend not in ("auto", "torch", "gsplat"):
         raise Tune3DError(f"--backend {cfg.backend!r}: choose auto, torch or gsplat")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
