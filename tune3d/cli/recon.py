@@ -321,8 +321,7 @@ def register(app: typer.Typer) -> None:
         import dataclasses
 
         from tune3d.geometry.align import DEPTH_ALIGN_MODES
-        from tune3d.io import write_json, write_yaml
-        from tune3d.recon.evaluate import EvalReconConfig, eval_config_dict, evaluate_model
+        from tune3d.recon.evaluate import EvalReconConfig, evaluate_model, write_eval_run
 
         fields = {f.name for f in dataclasses.fields(EvalReconConfig)}
         values = {k: v for k, v in ctx.params.items() if k in fields}
@@ -359,19 +358,15 @@ def register(app: typer.Typer) -> None:
                 f"{data}: no tuple of {tuple_size} co-visible frames found for the multi-view metrics; "
                 "use fewer --views (or --pairs 0 for monocular depth only)"
             )
-        out.mkdir(parents=True, exist_ok=True)
-        metrics["meta"].update({"model": name, "weights": str(weights) if weights else None})
-        write_yaml(
-            out / "config.yaml",
-            eval_config_dict(
-                cfg,
-                model=name,
-                weights=str(weights) if weights else None,
-                adapter=str(adapter) if adapter else None,
-                data=str(data),
-            ),
+        write_eval_run(
+            out,
+            cfg,
+            metrics,
+            model=name,
+            weights=str(weights) if weights else None,
+            adapter=str(adapter) if adapter else None,
+            data=str(data),
         )
-        write_json(out / "metrics.json", metrics)
         head = next(iter(metrics["mono_depth"]), None)
         line = [f"{name}:"]
         if head:
