@@ -8,8 +8,11 @@ from pathlib import Path
 
 import typer
 
-from tune3d.cli._args import parse_hw
+from tune3d.cli._args import given_on_command_line, parse_hw, resolve_command_config
 from tune3d.errors import Tune3DError
+
+# What a distill run's config.yaml records beside the DistillConfig fields (inputs given as options).
+RUN_RECORD_KEYS = ("model", "weights", "teacher", "mono", "replay")
 
 
 def _check_one_aspect_ratio(mono: Path, tolerance: float = 0.01) -> None:
@@ -39,6 +42,7 @@ def _check_one_aspect_ratio(mono: Path, tolerance: float = 0.01) -> None:
 
 
 def distill_cmd(
+    ctx: typer.Context,
     model: str = typer.Option(
         ..., "--model", "-m", help="Reconstruction model, see `tune3d` recon commands."
     ),
@@ -90,6 +94,9 @@ def distill_cmd(
         False, "--allow-random-init", help="Allow running without --weights (random base; tests/demos)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML with DistillConfig fields, or a run's config.yaml (flags win)."
+    ),
 ) -> None:
     """Fin3R: train encoder adapters by monocular distillation (decoder and heads frozen).
 
@@ -99,37 +106,21 @@ def distill_cmd(
     from tune3d.engine.runfolder import check_out_dir
 
     check_out_dir(out)  # before any work: a file or read-only --out is one line, exit 2
+    import dataclasses
+
     from tune3d.fin3r.distill import DistillConfig, distill
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    cfg = DistillConfig(
-        form=form,
-        rank=rank,
-        alpha=alpha,
-        lr=lr,
-        weight_decay=weight_decay,
-        schedule=schedule,
-        warmup_steps=warmup_steps,
-        lam=lam,
-        squared=squared,
-        replay_ratio=replay_ratio,
-        replay_views=replay_views,
-        replay_stride=replay_stride,
-        steps=steps,
-        batch_size=batch_size,
+    # Options named after DistillConfig fields map onto them; the three below are converted first.
+    values = {f.name: ctx.params[f.name] for f in dataclasses.fields(DistillConfig) if f.name in ctx.params}
+    values.update(
         resolution=parse_hw(resolution),
-        seed=seed,
-        save_every=save_every,
-        log_every=log_every,
-        device=device,
-        mixed_precision=mixed_precision,
-        num_workers=num_workers,
         teacher_cache=None if teacher_cache is None else str(teacher_cache),
-        grad_checkpointing=grad_checkpointing,
-        diag_images=diag_images,
-        eval_images=eval_images,
         progress=not quiet,
     )
+    typed = given_on_command_line(ctx)
+    typed |= {"progress"} if "quiet" in typed else set()
+    cfg = resolve_command_config(ctx, DistillConfig, config, values, typed, ignore=RUN_RECORD_KEYS)
     if weights is not None and not weights.is_file() and not weights.is_dir():
         raise Tune3DError(f"{weights}: weights file not found")
     _check_one_aspect_ratio(mono)

@@ -6,11 +6,14 @@ from pathlib import Path
 
 import typer
 
-from tune3d.cli._args import parse_hw
-from tune3d.errors import Tune3DError
+from tune3d.cli._args import parse_hw, resolve_command_config
+
+# What a finetune run's config.yaml records beside the FinetuneConfig fields (inputs given as options).
+RUN_RECORD_KEYS = ("backbone", "weights", "base_weights", "lifted", "val_lifted", "num_processes")
 
 
 def finetune_cmd(
+    ctx: typer.Context,
     lifted: list[Path] = typer.Option(
         ..., "--lifted", "-l", help="Lifted scene folder (repeatable), or a folder of lifted scenes."
     ),
@@ -69,27 +72,8 @@ def finetune_cmd(
     from tune3d.engine.runfolder import check_out_dir
 
     check_out_dir(out)  # before any work: a file or read-only --out is one line, exit 2
-    import dataclasses
-
-    from tune3d.config import from_dict
     from tune3d.fit3d.finetune import FinetuneConfig, finetune
 
-    base: dict = {}
-    if config is not None:
-        import yaml
-
-        if not config.is_file():
-            raise Tune3DError(f"{config}: config file not found")
-        try:
-            data = yaml.safe_load(config.read_text()) or {}
-        except yaml.YAMLError as e:  # includes unknown tags such as !!python/object
-            raise Tune3DError(f"{config}: malformed YAML ({' '.join(str(e).split())})") from None
-        if not isinstance(data, dict):
-            raise Tune3DError(
-                f"{config}: expected a mapping of FinetuneConfig fields, got {type(data).__name__}"
-            )
-        names = {f.name for f in dataclasses.fields(FinetuneConfig)}
-        base = {k: v for k, v in data.items() if k in names}  # a run's config.yaml also lists its inputs
     flags = dict(
         epochs=epochs,
         max_steps=max_steps,
@@ -115,12 +99,12 @@ def finetune_cmd(
         mixed_precision=mixed_precision,
         raster_backend=raster_backend,
     )
-    base.update({k: v for k, v in flags.items() if v is not None})
     if no_progress:
-        base["progress"] = False
+        flags["progress"] = False
     if no_prefetch:
-        base["prefetch"] = False
-    cfg = from_dict(FinetuneConfig, base, source=str(config) if config else "finetune options")
+        flags["prefetch"] = False
+    flags = {k: v for k, v in flags.items() if v is not None}  # options default to None: unset yields
+    cfg = resolve_command_config(ctx, FinetuneConfig, config, flags, given=flags, ignore=RUN_RECORD_KEYS)
     metrics = finetune(
         lifted,
         backbone,

@@ -7,8 +7,16 @@ from typing import Any
 
 import typer
 
-from tune3d.cli._args import parse_hw
+from tune3d.cli._args import given_on_command_line, parse_hw, resolve_command_config
 from tune3d.errors import Tune3DError
+
+# What a probe's config.yaml records beside its "probe" settings (run identity, inputs given as options).
+PROBE_RECORD_KEYS = (
+    *("task", "backbone", "mode", "weights", "finetuned_weights", "feature_width", "cls_width"),
+    *("num_classes", "num_train", "num_test", "command", "train", "test", "train_frames", "test_frames"),
+    *("dataset", "root", "split_train", "split_test", "protocol"),
+    *("accumulation", "num_processes", "global_batch", "crop", "paper"),
+)
 
 
 def _as_list(hw: tuple[int, int] | None) -> list[int] | None:
@@ -51,6 +59,7 @@ def class_names_of(scenes: list[Any]) -> list[str] | None:
 
 
 def probe_cmd(
+    ctx: typer.Context,
     task: str = typer.Option(..., "--task", "-t", help="semseg | depth."),
     backbone: str = typer.Option(..., "--backbone", "-b", help="Registry name, see `tune3d backbones`."),
     train: Path | None = typer.Option(
@@ -100,6 +109,9 @@ def probe_cmd(
     ),
     amp: str = typer.Option("none", "--amp", help="paper: backbone precision on GPU, none | fp16 | bf16."),
     workers: int = typer.Option(0, "--workers", min=0, help="paper: data-loading/augmentation workers."),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML with ProbeConfig fields, or a probe's config.yaml (flags win)."
+    ),
 ) -> None:
     """Train and evaluate a linear probe (DINOv2/FiT3D protocol) on frozen backbone features.
 
@@ -110,6 +122,7 @@ def probe_cmd(
     from tune3d.engine.runfolder import check_out_dir
 
     check_out_dir(out)  # before any work: a file or read-only --out is one line, exit 2
+    from tune3d.config import read_config_file
     from tune3d.fit3d.assembly import ASSEMBLY_MODES, build_assembled
     from tune3d.probe import TASKS, ProbeConfig, run_probe
 
@@ -142,18 +155,21 @@ def probe_cmd(
         # data first: a missing label set fails before any model is built
         train_samples, train_scenes = scene_samples(train, task, train_frames)
         test_samples, test_scenes = scene_samples(test, task, test_frames)
-    cfg = ProbeConfig(image_size=_as_list(parse_hw(resolution)), cache_features=cache_features)
-    for name, value in (
-        ("iters", iters),
-        ("batch_size", batch_size),
-        ("lr", lr),
-        ("max_depth", max_depth),
-        ("seed", seed),
-        ("device", device),
-    ):
-        if value is not None:
-            setattr(cfg, name, value)
-    cfg.progress = not no_progress
+    # Unset options (None) leave the protocol's value; a probe's config.yaml nests the settings under "probe".
+    flags = dict(iters=iters, batch_size=batch_size, lr=lr, max_depth=max_depth, seed=seed, device=device)
+    flags = {k: v for k, v in flags.items() if v is not None}
+    flags.update(
+        image_size=_as_list(parse_hw(resolution)), cache_features=cache_features, progress=not no_progress
+    )
+    typed = given_on_command_line(ctx) & set(flags)
+    typed |= {"image_size"} if "resolution" in given_on_command_line(ctx) else set()
+    typed |= {"progress"} if "no_progress" in given_on_command_line(ctx) else set()
+    cfg = resolve_command_config(
+        ctx, ProbeConfig, config, flags, typed, section="probe", ignore=PROBE_RECORD_KEYS
+    )
+    in_file = (
+        set() if config is None else set(read_config_file(config).get("probe") or read_config_file(config))
+    )
     dev = None if cfg.device == "auto" else cfg.device
     model = build_assembled(
         backbone,
@@ -169,7 +185,8 @@ def probe_cmd(
 
         paper_options = PaperOptions(amp=amp, num_workers=workers)
         if protocol == "paper":
-            cfg.iters = iters if iters is not None else PAPER_ITERS[task]
+            if iters is None and "iters" not in in_file:
+                cfg.iters = PAPER_ITERS[task]
             if batch_size is not None:
                 paper_options.batch_size = batch_size
 
@@ -184,7 +201,7 @@ def probe_cmd(
             split_test=split_test,
             protocol=protocol,
             run_info={"command": "probe"},
-            max_depth_set=max_depth is not None,
+            max_depth_set=max_depth is not None or "max_depth" in in_file,
             paper_options=paper_options,
         )
     else:

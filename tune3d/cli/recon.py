@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from tune3d.cli._args import parse_hw
+from tune3d.cli._args import given_on_command_line, parse_hw, resolve_command_config
 from tune3d.errors import Tune3DError
 
 
@@ -75,11 +75,20 @@ def _build(
     return name, net
 
 
+# What a reconstruct run's config.yaml records beside the ReconstructConfig fields (inputs, what was run).
+RECONSTRUCT_RECORD_KEYS = (
+    *("model", "weights", "adapter", "images", "camera_source", "pairs", "alignment", "poses", "intrinsics"),
+)
+# What an eval-recon run's config.yaml records beside the EvalReconConfig fields (inputs given as options).
+EVAL_RECORD_KEYS = ("model", "weights", "adapter", "data")
+
+
 def register(app: typer.Typer) -> None:
     """Register this area's commands on the root app."""
 
     @app.command("reconstruct")
     def reconstruct(
+        ctx: typer.Context,
         images: list[Path] = typer.Argument(
             ..., help="Input images and/or folders of images (at least two)."
         ),
@@ -119,6 +128,9 @@ def register(app: typer.Typer) -> None:
             None, "--intrinsics", help="Known K of the input images: text 3x3 matrix or 'fx fy cx cy'."
         ),
         export: str = typer.Option("", "--export", help="Extra exports, comma-separated: colmap, glb."),
+        config: Path | None = typer.Option(
+            None, "--config", help="YAML with ReconstructConfig fields, or a run's config.yaml (flags win)."
+        ),
     ) -> None:
         """Reconstruct images: predictions.npz, points.ply, cameras.json, previews/ (+ colmap/, scene.glb).
 
@@ -129,10 +141,23 @@ def register(app: typer.Typer) -> None:
         from tune3d.engine.runfolder import check_out_dir
 
         check_out_dir(out)  # before any work: a file or read-only --out is one line, exit 2
+        import dataclasses
+
+        from tune3d.recon.reconstruct_config import ReconstructConfig
+
+        fields = {f.name for f in dataclasses.fields(ReconstructConfig)}
+        values = {k: v for k, v in ctx.params.items() if k in fields}
+        cfg = resolve_command_config(
+            ctx, ReconstructConfig, config, values, given_on_command_line(ctx), ignore=RECONSTRUCT_RECORD_KEYS
+        )
+        size, mode, conf_threshold, previews = cfg.size, cfg.mode, cfg.conf_threshold, cfg.previews
+        device, align, graph, niter, export = cfg.device, cfg.align, cfg.graph, cfg.niter, cfg.export
         if size is not None and size <= 0:
             raise Tune3DError(f"--size {size}: must be a positive number of pixels")
         if conf_threshold is not None and not math.isfinite(conf_threshold):
             raise Tune3DError(f"--conf-threshold {conf_threshold}: must be a finite number")
+        if niter < 0:
+            raise Tune3DError(f"--niter {niter}: must be at least 0")
 
         from tune3d.io import write_yaml
         from tune3d.recon.export import export_extras, export_reconstruction, parse_exports
@@ -199,17 +224,12 @@ def register(app: typer.Typer) -> None:
                 "weights": str(weights) if weights else None,
                 "adapter": str(adapter) if adapter else None,
                 "images": [str(p) for p in images],
-                "size": size,
-                "mode": mode,
-                "conf_threshold": conf_threshold,
                 "camera_source": recon.camera_source,
                 "pairs": [list(p) for p in recon.pairs],
-                "align": align if net.num_views == 2 else "one_forward",
-                "graph": graph if net.num_views == 2 and align == "global" else None,
-                "niter": niter,
+                "alignment": align if net.num_views == 2 else "one_forward",  # what was run
                 "poses": str(poses) if poses else None,
                 "intrinsics": str(intrinsics) if intrinsics else None,
-                "export": exports,
+                **dataclasses.asdict(dataclasses.replace(cfg, conf_threshold=conf_threshold)),
             },
         )
         typer.echo(
@@ -219,6 +239,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train-recon")
     def train_recon(
+        ctx: typer.Context,
         data: list[Path] = typer.Option(
             ..., "--data", help="Scene folder(s) or dataset folder(s) with depth."
         ),
@@ -242,48 +263,49 @@ def register(app: typer.Typer) -> None:
         log_every: int = typer.Option(10, "--log-every"),
         device: str = typer.Option("auto", "--device"),
         resume: bool = typer.Option(True, "--resume/--no-resume"),
+        config: Path | None = typer.Option(
+            None, "--config", help="YAML with TrainReconConfig fields, or a run's config.yaml (flags win)."
+        ),
     ) -> None:
         """Supervised training with the family's own loss; writes model.safetensors + model.json."""
         from tune3d.engine.runfolder import check_out_dir
 
         check_out_dir(out)  # before any work: a file or read-only --out is one line, exit 2
+        import dataclasses
+
         from tune3d.recon.train import TrainReconConfig
         from tune3d.recon.train import train_recon as run
 
-        if weights is not None and not weights.exists():
-            raise Tune3DError(f"{weights}: weights file not found")
-        if not (math.isfinite(lr) and lr > 0):
-            raise Tune3DError(f"--lr {lr}: the learning rate must be a positive number")
-        for option, value in (("--steps", steps), ("--batch-size", batch_size), ("--views", views)):
-            if value < 1:
-                raise Tune3DError(f"{option} {value}: must be at least 1")
-        cfg = TrainReconConfig(
-            model=model,
+        fields = {f.name for f in dataclasses.fields(TrainReconConfig)}
+
+        values = {k: v for k, v in ctx.params.items() if k in fields}
+        values.update(
             data=[str(d) for d in data],
             out=str(out),
             weights=str(weights) if weights else None,
-            allow_random_init=allow_random_init,
-            views=views,
             resolution=parse_hw(resolution),
-            steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
-            min_overlap=min_overlap,
-            point_gradient=point_gradient,
-            save_every=save_every,
-            log_every=log_every,
-            device=device,
-            resume=resume,
         )
+        cfg = resolve_command_config(ctx, TrainReconConfig, config, values, given_on_command_line(ctx))
+        if cfg.weights is not None and not Path(cfg.weights).exists():
+            raise Tune3DError(f"{cfg.weights}: weights file not found")
+        if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+            raise Tune3DError(f"--lr {cfg.lr}: the learning rate must be a positive number")
+        for option, value in (
+            ("--steps", cfg.steps),
+            ("--batch-size", cfg.batch_size),
+            ("--views", cfg.views),
+        ):
+            if value < 1:
+                raise Tune3DError(f"{option} {value}: must be at least 1")
         summary = run(cfg)
         typer.echo(
-            f"trained {model} for {summary['steps']} steps: loss {summary['first_loss']} -> "
+            f"trained {cfg.model} for {summary['steps']} steps: loss {summary['first_loss']} -> "
             f"{summary['final_loss']}; weights in {out / 'model.safetensors'}"
         )
 
     @app.command("eval-recon")
     def eval_recon(
+        ctx: typer.Context,
         data: Path = typer.Option(..., "--data", help="Scene with depth and poses."),
         out: Path = typer.Option(..., "--out", help="Output folder (metrics.json, config.yaml)."),
         model: str | None = typer.Option(None, "--model", help="Registry name (default: model.json)."),
@@ -304,68 +326,63 @@ def register(app: typer.Typer) -> None:
         max_depth: float | None = typer.Option(None, "--max-depth"),
         seed: int = typer.Option(0, "--seed"),
         device: str = typer.Option("auto", "--device"),
+        config: Path | None = typer.Option(
+            None, "--config", help="YAML with EvalReconConfig fields, or a run's config.yaml (flags win)."
+        ),
     ) -> None:
         """Monocular and multi-view depth, pointmap accuracy/completeness/NC, relative pose AUC."""
         from tune3d.engine.runfolder import check_out_dir
 
         check_out_dir(out)  # before any work: a file or read-only --out is one line, exit 2
-        from tune3d.geometry.align import DEPTH_ALIGN_MODES
-        from tune3d.io import write_json, write_yaml
-        from tune3d.recon.evaluate import EvalReconConfig, eval_config_dict, evaluate_model
+        import dataclasses
 
-        if align not in DEPTH_ALIGN_MODES:
-            raise Tune3DError(f"--align {align!r}: expected one of {', '.join(DEPTH_ALIGN_MODES)}")
+        from tune3d.geometry.align import DEPTH_ALIGN_MODES
+        from tune3d.recon.evaluate import EvalReconConfig, evaluate_model, write_eval_run
+
+        fields = {f.name for f in dataclasses.fields(EvalReconConfig)}
+        values = {k: v for k, v in ctx.params.items() if k in fields}
+        cfg = resolve_command_config(
+            ctx, EvalReconConfig, config, values, given_on_command_line(ctx), ignore=EVAL_RECORD_KEYS
+        )
+        if cfg.align not in DEPTH_ALIGN_MODES:
+            raise Tune3DError(f"--align {cfg.align!r}: expected one of {', '.join(DEPTH_ALIGN_MODES)}")
         if not data.exists():
             raise Tune3DError(f"{data}: scene not found")
-        if size is not None and size <= 0:
-            raise Tune3DError(f"--size {size}: must be a positive number of pixels")
+        if cfg.size is not None and cfg.size <= 0:
+            raise Tune3DError(f"--size {cfg.size}: must be a positive number of pixels")
         for option, value, least in (
-            ("--views", views, 1),
-            ("--pairs", pairs, 0),
-            ("--mono-frames", mono_frames, 0),
+            ("--views", cfg.views, 1),
+            ("--pairs", cfg.pairs, 0),
+            ("--mono-frames", cfg.mono_frames, 0),
         ):
             if value < least:
                 raise Tune3DError(f"{option} {value}: must be at least {least}")
         from tune3d.data import load_scene
 
         scene = load_scene(data)
-        n_frames = len(scene.subset(frames)) if frames else len(scene)
+        n_frames = len(scene.subset(cfg.frames)) if cfg.frames else len(scene)
         name, net = _build(model, weights, allow_random_init, adapter, device)
-        tuple_size = 2 if net.num_views == 2 else max(2, views)
-        if pairs > 0 and tuple_size > n_frames:
+        tuple_size = 2 if net.num_views == 2 else max(2, cfg.views)
+        if cfg.pairs > 0 and tuple_size > n_frames:
             raise Tune3DError(
                 f"{data}: tuples of {tuple_size} views need at least {tuple_size} frames, "
                 f"the scene has {n_frames}; lower --views"
             )
-        cfg = EvalReconConfig(
-            frames=frames,
-            pairs=pairs,
-            views=views,
-            mono_frames=mono_frames,
-            size=size,
-            align=align,
-            max_depth=max_depth,
-            seed=seed,
-        )
         metrics = evaluate_model(net, scene, cfg, progress=True)
-        if pairs > 0 and not metrics["multiview"].get("tuples"):
+        if cfg.pairs > 0 and not metrics["multiview"].get("tuples"):
             raise Tune3DError(
                 f"{data}: no tuple of {tuple_size} co-visible frames found for the multi-view metrics; "
                 "use fewer --views (or --pairs 0 for monocular depth only)"
             )
-        out.mkdir(parents=True, exist_ok=True)
-        metrics["meta"].update({"model": name, "weights": str(weights) if weights else None})
-        write_yaml(
-            out / "config.yaml",
-            eval_config_dict(
-                cfg,
-                model=name,
-                weights=str(weights) if weights else None,
-                adapter=str(adapter) if adapter else None,
-                data=str(data),
-            ),
+        write_eval_run(
+            out,
+            cfg,
+            metrics,
+            model=name,
+            weights=str(weights) if weights else None,
+            adapter=str(adapter) if adapter else None,
+            data=str(data),
         )
-        write_json(out / "metrics.json", metrics)
         head = next(iter(metrics["mono_depth"]), None)
         line = [f"{name}:"]
         if head:

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import typer
 
-from tune3d.cli._args import parse_hw
+from tune3d.cli._args import given_on_command_line, parse_hw, resolve_command_config
 from tune3d.errors import Tune3DError
 
 
 def lift_cmd(
+    ctx: typer.Context,
     scenes: list[Path] = typer.Argument(
         ..., help="Scene folder(s), any format tune3d.data.load_scene reads."
     ),
@@ -53,6 +54,9 @@ def lift_cmd(
         False, "--overwrite", help="Discard earlier results in the output folders."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML with LiftConfig fields, or a lift's config.yaml (flags win)."
+    ),
 ) -> None:
     """Lift 2D backbone features of each scene into 3D feature Gaussians (FiT3D stage I).
 
@@ -63,6 +67,7 @@ def lift_cmd(
     from tune3d.engine.runfolder import check_out_dir
 
     check_out_dir(out)  # before any work: a file or read-only --out is one line, exit 2
+    import dataclasses
     import json
     import logging
 
@@ -70,20 +75,8 @@ def lift_cmd(
     from tune3d.splatting.lift_format import LiftConfig
     from tune3d.splatting.lift_many import dist_env, lift_scenes
 
-    if backend not in ("auto", "torch", "gsplat"):
-        raise Tune3DError(f"--backend {backend!r}: choose auto, torch or gsplat")
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise Tune3DError(f"--device {device!r}: choose auto, cpu or cuda")
-    for s in scenes:
-        detect_format(s)  # a missing or unreadable scene fails before any work
-    rank, world, local_rank = dist_env()
-    if world > 1 and device in ("auto", "cuda"):
-        import torch
-
-        if torch.cuda.is_available():
-            device = f"cuda:{local_rank % torch.cuda.device_count()}"
     cache = None if no_cache else str(feature_cache or out / "feature_cache")
-    cfg = LiftConfig(
+    values = dict(
         iters=iters,
         latent_dim=latent_dim,
         resolution=parse_hw(resolution, "--resolution"),
@@ -100,7 +93,26 @@ def lift_cmd(
         max_gaussians=max_gaussians,
         max_eval_views=max_eval_views,
     )
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
+    typed = given_on_command_line(ctx)
+    typed |= {"feature_cache"} if typed & {"feature_cache", "no_cache"} else set()
+    typed |= {"progress"} if "quiet" in typed else set()
+    # A lift's config.yaml nests the settings under "lift" beside the scene and backbone it was made of.
+    cfg = resolve_command_config(
+        ctx, LiftConfig, config, values, typed, section="lift", ignore=("scene", "backbone")
+    )
+    if cfg.backend not in ("auto", "torch", "gsplat"):
+        raise Tune3DError(f"--backend {cfg.backend!r}: choose auto, torch or gsplat")
+    if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
+        raise Tune3DError(f"--device {cfg.device!r}: choose auto, cpu or cuda")
+    for s in scenes:
+        detect_format(s)  # a missing or unreadable scene fails before any work
+    rank, world, local_rank = dist_env()
+    if world > 1 and cfg.device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            cfg = dataclasses.replace(cfg, device=f"cuda:{local_rank % torch.cuda.device_count()}")
+    logging.basicConfig(level=logging.INFO if cfg.progress else logging.WARNING, format="%(message)s")
     from tune3d.backbones import create_backbone
     from tune3d.engine import resolve_device
 
@@ -108,8 +120,8 @@ def lift_cmd(
         backbone,
         weights=weights,
         allow_random_init=allow_random_init,
-        device=resolve_device(device),
-        seed=seed,
+        device=resolve_device(cfg.device),
+        seed=cfg.seed,
     )
     results = lift_scenes(scenes, bb, cfg, out, rank=rank, world_size=world, overwrite=overwrite)
     keys = ("psnr", "ssim", "feature_l1", "feature_cosine", "initial_psnr", "initial_feature_cosine")

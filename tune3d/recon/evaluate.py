@@ -241,6 +241,17 @@ def eval_config_dict(cfg: EvalReconConfig, **extra) -> dict:
     return {**asdict(cfg), **extra}
 
 
+def write_eval_run(out: str | os.PathLike, cfg: EvalReconConfig, metrics: dict, **record: str | None) -> None:
+    """Write one evaluation's ``config.yaml`` (``cfg``'s fields plus ``record``: model, weights, adapter,
+    data; ``tune3d eval-recon --config`` reads it back) and ``metrics.json`` into ``out``."""
+    from tune3d.io import write_yaml
+
+    os.makedirs(out, exist_ok=True)
+    metrics["meta"].update({"model": record.get("model"), "weights": record.get("weights")})
+    write_yaml(os.path.join(out, "config.yaml"), eval_config_dict(cfg, **record))
+    write_metrics(out, metrics)
+
+
 def write_metrics(out: str | os.PathLike, metrics: dict) -> None:
     from tune3d.io import write_json
 
