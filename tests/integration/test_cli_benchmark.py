@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from benchmark_fixtures import write_mmseg_seg, write_nyu_depth  # noqa: E402
+from benchmark_fixtures import write_mmseg_seg, write_nyu_depth
 
 
 def _suite(tmp_path: Path) -> Path:

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from benchmark_fixtures import write_mmseg_seg, write_nyu_depth  # noqa: E402
+from benchmark_fixtures import write_mmseg_seg, write_nyu_depth
 
 TINY = ("--backbone", "dinov2_vits14_tiny", "--allow-random-init", "--no-progress")
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from fin3r_eval_fixtures import write_moge_suite, write_seven_scenes_flat  # noqa: E402
+from fin3r_eval_fixtures import write_moge_suite, write_seven_scenes_flat
 
 
 def _adapter(tmp_path: Path, model: str) -> Path:

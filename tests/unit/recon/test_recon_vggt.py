@@ -14,7 +14,7 @@ from tune3d.geometry import is_rigid
 from tune3d.recon.interface import ReconOutput
 from tune3d.recon.vggt import VGGT, vggt_1b, vggt_tiny
 
-MANIFEST = Path(__file__).resolve().parents[3] / "shared" / "reference" / "manifests" / "vggt_1b.json"
+MANIFEST = Path(__file__).resolve().parents[4] / "shared" / "reference" / "manifests" / "vggt_1b.json"
 
 
 def _tiny(seed: int = 0) -> VGGT:

@@ -15,7 +15,7 @@ import torch
 from tune3d.recon import create_model, list_models
 from tune3d.recon.checkpoint import alias_groups
 
-MANIFESTS = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "manifests"
+MANIFESTS = Path(__file__).resolve().parents[3].parent / "shared" / "reference" / "manifests"
 # Every family's released configuration; vggt_1b comes from the VGGT family module.
 OFFICIAL = sorted({e.name for e in list_models() if e.official} | {"vggt_1b"})
 

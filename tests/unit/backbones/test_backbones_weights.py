@@ -21,7 +21,7 @@ from tune3d.backbones.registry import TINY_DEPTH
 from tune3d.backbones.weights import fetch_hub_weights
 from tune3d.errors import Tune3DError, WeightsUnavailableError
 
-MANIFESTS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "manifests"
+MANIFESTS = Path(__file__).resolve().parents[4] / "shared" / "reference" / "manifests"
 FULL_NAMES = [
     *(f"dinov2_vit{s}14{r}" for s in "sblg" for r in ("", "_reg")),
     "clip_vitb16",
