@@ -40,20 +40,8 @@ def stream_output(model, images: Tensor, progress: bool = False) -> ReconOutput:
     on the CPU) like ``model(images[None])``."""
     from tqdm.auto import tqdm
 
-    from tune3d.recon.croco.cut3r_heads import pose_encoding_to_c2w
+    from tune3d.recon.croco.cut3r import frames_to_output
 
     frames = tqdm(images, desc="frames", unit="frame", disable=not progress, leave=False)
-    res = list(stream_cut3r(model, frames))
-
-    def stack(key: str) -> Tensor:
-        return torch.stack([r[key] for r in res])[None]
-
-    pose = stack("pose")
-    return ReconOutput(
-        pts3d=stack("pts3d"),
-        pts3d_conf=stack("conf"),
-        pts3d_self=stack("pts3d_self"),
-        pts3d_self_conf=stack("conf_self"),
-        c2w=pose_encoding_to_c2w(pose),
-        extras={"pose_encoding": pose, "rgb": (stack("rgb") + 1) / 2},
-    )
+    # stream_cut3r drops the batch dim per frame; frames_to_output stacks views on dim 1 of B = 1.
+    return frames_to_output([{k: v[None] for k, v in r.items()} for r in stream_cut3r(model, frames)])

@@ -88,6 +88,24 @@ class CUT3RState:
     mem: Tensor
 
 
+def frames_to_output(frames: list[dict[str, Tensor]]) -> ReconOutput:
+    """Per-frame CUT3R outputs (each tensor ``B,...``, one dict per frame in order) -> one
+    :class:`ReconOutput` with the views on dim 1; the RGB head's ``[-1, 1]`` goes to ``[0, 1]``."""
+
+    def stack(key: str) -> Tensor:
+        return torch.stack([f[key] for f in frames], dim=1)
+
+    pose = stack("pose")
+    return ReconOutput(
+        pts3d=stack("pts3d"),
+        pts3d_conf=stack("conf"),
+        pts3d_self=stack("pts3d_self"),
+        pts3d_self_conf=stack("conf_self"),
+        c2w=pose_encoding_to_c2w(pose),
+        extras={"pose_encoding": pose, "rgb": (stack("rgb") + 1) / 2},
+    )
+
+
 class CUT3R(CroCoEncoderModel):
     """Sequential multi-view reconstruction; ``forward`` takes any number of views."""
 
@@ -200,20 +218,7 @@ class CUT3R(CroCoEncoderModel):
         return results
 
     def forward(self, images: Tensor) -> ReconOutput:
-        res = self.forward_frames(images)
-
-        def stack(key: str) -> Tensor:
-            return torch.stack([r[key] for r in res], dim=1)
-
-        pose = stack("pose")
-        return ReconOutput(
-            pts3d=stack("pts3d"),
-            pts3d_conf=stack("conf"),
-            pts3d_self=stack("pts3d_self"),
-            pts3d_self_conf=stack("conf_self"),
-            c2w=pose_encoding_to_c2w(pose),
-            extras={"pose_encoding": pose, "rgb": (stack("rgb") + 1) / 2},
-        )
+        return frames_to_output(self.forward_frames(images))
 
 
 def _factory(base: CUT3RConfig):
