@@ -72,8 +72,9 @@ def lift_cmd(
     import logging
 
     from tune3d.data import detect_format
+    from tune3d.engine.devices import dist_env, rank_device
     from tune3d.splatting.lift_format import LiftConfig
-    from tune3d.splatting.lift_many import dist_env, lift_scenes
+    from tune3d.splatting.lift_many import lift_scenes
 
     cache = None if no_cache else str(feature_cache or out / "feature_cache")
     values = dict(
@@ -107,11 +108,7 @@ def lift_cmd(
     for s in scenes:
         detect_format(s)  # a missing or unreadable scene fails before any work
     rank, world, local_rank = dist_env()
-    if world > 1 and cfg.device in ("auto", "cuda"):
-        import torch
-
-        if torch.cuda.is_available():
-            cfg = dataclasses.replace(cfg, device=f"cuda:{local_rank % torch.cuda.device_count()}")
+    cfg = dataclasses.replace(cfg, device=rank_device(cfg.device, local_rank, world))
     logging.basicConfig(level=logging.INFO if cfg.progress else logging.WARNING, format="%(message)s")
     from tune3d.backbones import create_backbone
     from tune3d.engine import resolve_device

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 
@@ -39,3 +40,24 @@ def make_accelerator(device: str = "auto", mixed_precision: str = "auto", grad_a
         log.warning("mixed precision %s ignored on CPU", mixed_precision)
         mixed_precision = "no"
     return Accelerator(cpu=cpu, mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum)
+
+
+def dist_env() -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` from the launcher's environment (``(0, 1, 0)`` when absent)."""
+    try:
+        rank = int(os.environ.get("RANK", "0"))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        raise Tune3DError("RANK / WORLD_SIZE / LOCAL_RANK must be integers") from None
+    if world < 1 or not 0 <= rank < world:
+        raise Tune3DError(f"invalid RANK={rank} for WORLD_SIZE={world}")
+    return rank, world, local
+
+
+def rank_device(device: str, local_rank: int, world: int) -> str:
+    """The device string for this process: under a multi-process launch with ``auto``/``cuda`` and CUDA
+    present, ``cuda:<local_rank % device_count>`` (one GPU per process); otherwise ``device`` unchanged."""
+    if world > 1 and device in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{local_rank % torch.cuda.device_count()}"
+    return device

@@ -15,22 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tune3d.errors import Tune3DError
+from tune3d.engine.devices import dist_env
 
 logger = logging.getLogger(__name__)
-
-
-def dist_env() -> tuple[int, int, int]:
-    """``(rank, world_size, local_rank)`` from the launcher's environment (``(0, 1, 0)`` when absent)."""
-    try:
-        rank = int(os.environ.get("RANK", "0"))
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    except ValueError:
-        raise Tune3DError("RANK / WORLD_SIZE / LOCAL_RANK must be integers") from None
-    if world < 1 or not 0 <= rank < world:
-        raise Tune3DError(f"invalid RANK={rank} for WORLD_SIZE={world}")
-    return rank, world, local
 
 
 def shard(items: Sequence[Any], rank: int, world_size: int) -> list[Any]:
