@@ -90,8 +90,10 @@ def test_every_family_writes_the_same_outputs(scene, cli, model):
             "--niter", "5", "--export", "colmap,glb", "--out", out)  # fmt: skip
     assert r.returncode == 0, r.stderr
     frames = json.loads((out / "cameras.json").read_text())["frames"]
+    # a random-init camera head may predict an infinite focal: then K is named invalid instead of written
     assert len(frames) == 3 and all(
-        np.shape(f["c2w"]) == (4, 4) and np.shape(f["K"]) == (3, 3) for f in frames
+        np.shape(f["c2w"]) == (4, 4) and (np.shape(f.get("K")) == (3, 3) or f.get("invalid") == ["K"])
+        for f in frames
     )
     for name in ("predictions.npz", "points.ply", "scene.glb", "colmap/sparse/0/images.bin"):
         assert (out / name).is_file(), name

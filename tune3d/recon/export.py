@@ -87,28 +87,28 @@ def write_point_cloud_preview(
 
 def nonfinite_cameras(recon) -> list[int]:
     """Views whose predicted ``c2w`` or ``K`` has a NaN or infinite entry."""
-    mats = [m for m in (recon.c2w, recon.K) if m is not None]
-    if not mats:
-        return []
-    ok = np.logical_and.reduce([np.isfinite(np.asarray(m)).reshape(len(m), -1).all(1) for m in mats])
-    return [int(i) for i in np.flatnonzero(~ok)]
+    bad: set[int] = set()
+    for m in (recon.c2w, recon.K):
+        if m is not None:
+            bad |= {int(i) for i in np.flatnonzero(~np.isfinite(np.asarray(m)).reshape(len(m), -1).all(1))}
+    return sorted(bad)
 
 
 def write_cameras(path: str | os.PathLike, recon, names: list[str], height: int, width: int) -> None:
-    """``cameras.json``. A view whose predicted pose or intrinsics are not finite (an untrained camera head
-    can give an infinite focal; see :func:`nonfinite_cameras`) gets ``"invalid"`` instead of ``c2w``/``K``:
-    JSON has no Infinity, and readers of the file (``--poses``, the viewer) then see the camera is missing."""
-    bad = set(nonfinite_cameras(recon))
+    """``cameras.json``. A predicted ``c2w`` or ``K`` that is not finite (an untrained camera head can give
+    an infinite focal; see :func:`nonfinite_cameras`) is left out and named in the view's ``"invalid"``
+    list: JSON has no Infinity, and readers of the file (``--poses``, the viewer) then see it is missing."""
     cams = []
     for i, name in enumerate(names):
-        cam = {"name": name, "width": width, "height": height}
-        if i in bad:
-            cam["invalid"] = "the model predicted a non-finite camera"
-        else:
-            if recon.c2w is not None:
-                cam["c2w"] = np.asarray(recon.c2w[i], dtype=np.float64).tolist()
-            if recon.K is not None:
-                cam["K"] = np.asarray(recon.K[i], dtype=np.float64).tolist()
+        cam: dict = {"name": name, "width": width, "height": height}
+        for key, mats in (("c2w", recon.c2w), ("K", recon.K)):
+            if mats is None:
+                continue
+            m = np.asarray(mats[i], dtype=np.float64)
+            if np.isfinite(m).all():
+                cam[key] = m.tolist()
+            else:
+                cam.setdefault("invalid", []).append(key)
         cams.append(cam)
     write_json(path, {"convention": "opencv_c2w", "source": recon.camera_source, "frames": cams})
 

@@ -23,5 +23,6 @@ def test_nonfinite_predicted_cameras_are_marked_invalid_not_written_as_infinity(
     write_cameras(tmp_path / "cameras.json", recon, ["a", "b", "c"], 48, 64)
     frames = _strict((tmp_path / "cameras.json").read_text())["frames"]
     assert frames[0]["K"] == K[0].tolist() and frames[0]["c2w"] == c2w[0].tolist()
-    assert all("invalid" in f and "K" not in f and "c2w" not in f for f in frames[1:])
+    assert frames[1]["invalid"] == ["K"] and "K" not in frames[1] and frames[1]["c2w"] == c2w[1].tolist()
+    assert frames[2]["invalid"] == ["c2w"] and "c2w" not in frames[2] and frames[2]["K"] == K[2].tolist()
     assert nonfinite_cameras(SimpleNamespace(c2w=None, K=None)) == []
