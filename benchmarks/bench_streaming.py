@@ -4,7 +4,10 @@ Each (route, frames) case runs in a fresh subprocess. On CUDA the number is
 ``torch.cuda.max_memory_allocated`` minus the memory held after loading the model; on the CPU it is the
 growth of the process's peak resident set (``ru_maxrss``) over its value after loading the model and
 making the frames. Streamed outputs are moved to the CPU and discarded per frame (``--keep`` keeps them),
-so the number is the model's working memory. One JSON line per case; ratios are to 10 frames.
+so the number is the model's working memory. One JSON line per case; ratios are to the first frame count.
+
+With ``--model vggt_tiny --routes forward`` it gives VGGT's memory/time table by frame count (all frames in
+one forward, as released).
 """
 
 from __future__ import annotations
