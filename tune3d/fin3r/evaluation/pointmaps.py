@@ -123,6 +123,11 @@ def evaluate_pointmaps(
         images, gt, valid = load_sequence(seq, model, size)
         pred = predict_points(model, images, niter=niter)
         rows.append(reconstruction_metrics(pred, gt, valid, metric=bool(model.metric), max_points=max_points))
+    return mean_metrics(rows)
+
+
+def mean_metrics(rows: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Per-sequence :func:`reconstruction_metrics` rows -> their NaN-ignoring means plus ``n_sequences``."""
     out = {k: float(np.nanmean([r[k] for r in rows])) for k in POINTMAP_METRICS}
     out["n_sequences"] = float(len(rows))
     return out

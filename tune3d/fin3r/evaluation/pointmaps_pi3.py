@@ -12,12 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
 from tune3d.data.benchmarks.pi3_pointmaps import Pi3Sequence, load_pi3_frame
 from tune3d.fin3r.evaluation.pointmaps import (
-    POINTMAP_METRICS,
     load_sequence,
+    mean_metrics,
     predict_points,
     reconstruction_metrics,
 )
@@ -41,6 +39,4 @@ def evaluate_pi3_pointmaps(
                 pred, gt, valid, metric=False, icp_threshold=seq.icp_threshold, max_points=max_points
             )
         )
-    out = {k: float(np.nanmean([r[k] for r in rows])) for k in POINTMAP_METRICS}
-    out["n_sequences"] = float(len(rows))
-    return out
+    return mean_metrics(rows)
