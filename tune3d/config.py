@@ -27,6 +27,20 @@ def save_config(cfg: Any, path: str | os.PathLike) -> None:
     write_yaml(path, cfg)
 
 
+def option(
+    default: Any,
+    help: str | None = None,
+    *,
+    flag: str | None = None,
+    min: float | None = None,
+    path: bool = False,
+) -> Any:
+    """A dataclass field that also describes its command-line option (see
+    :func:`tune3d.cli._args.config_options`): ``help`` text, ``flag`` (default ``--field-name``), lower
+    bound ``min``, and ``path`` for a text field holding a file or folder name."""
+    return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "min": min, "path": path})
+
+
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """A YAML file holding one mapping; anything else (missing, malformed, a list) is a user error."""
     path = Path(path)

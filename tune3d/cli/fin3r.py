@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from tune3d.cli._args import given_on_command_line, parse_hw, resolve_command_config
+from tune3d.cli._args import config_options, config_values, given_on_command_line, resolve_command_config
 from tune3d.errors import Tune3DError
+from tune3d.fin3r.config import DistillConfig  # light (no torch): its fields are this command's options
 
 # What a distill run's config.yaml records beside the DistillConfig fields (inputs given as options).
 RUN_RECORD_KEYS = ("model", "weights", "teacher", "mono", "replay")
@@ -41,6 +43,7 @@ def _check_one_aspect_ratio(mono: Path, tolerance: float = 0.01) -> None:
             )
 
 
+@config_options(DistillConfig, after="out", skip=("progress",))  # --quiet sets progress
 def distill_cmd(
     ctx: typer.Context,
     model: str = typer.Option(
@@ -58,37 +61,6 @@ def distill_cmd(
     ),
     replay: Path | None = typer.Option(None, "--replay", help="Labelled scene(s) with depth and poses."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
-    form: str = typer.Option("renorm", "--form", help="Adapter: renorm | renorm-weight | plain."),
-    rank: int = typer.Option(8, "--rank", min=1),
-    alpha: float = typer.Option(8.0, "--alpha"),
-    lr: float = typer.Option(1e-4, "--lr", help="AdamW learning rate."),
-    weight_decay: float = typer.Option(0.0, "--weight-decay"),
-    schedule: str = typer.Option("cosine", "--schedule", help="cosine | constant."),
-    warmup_steps: int = typer.Option(0, "--warmup-steps", min=0),
-    lam: float = typer.Option(0.2, "--lambda", help="Weight of the -log(confidence) term."),
-    squared: bool = typer.Option(False, "--squared", help="Squared Euclidean error (paper) instead of L2."),
-    replay_ratio: float = typer.Option(0.1, "--replay-ratio", help="Share of multi-view replay samples."),
-    replay_views: int = typer.Option(
-        2, "--replay-views", min=1, help="Views per replay tuple (non-pairwise)."
-    ),
-    replay_stride: int = typer.Option(1, "--replay-stride", min=1, help="Frame stride inside a tuple."),
-    steps: int = typer.Option(1000, "--steps", min=1),
-    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Samples per step (per process)."),
-    resolution: str | None = typer.Option(None, "--resolution", help="HxW, multiples of the patch size."),
-    seed: int = typer.Option(0, "--seed"),
-    save_every: int = typer.Option(500, "--save-every", min=1),
-    log_every: int = typer.Option(10, "--log-every", min=1),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-    mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto | no | bf16 | fp16."),
-    num_workers: int = typer.Option(0, "--num-workers", min=0),
-    teacher_cache: Path | None = typer.Option(
-        None, "--teacher-cache", help="Pseudo-label cache folder (default: OUT/teacher_cache)."
-    ),
-    grad_checkpointing: bool = typer.Option(False, "--grad-checkpointing"),
-    diag_images: int = typer.Option(4, "--diag-images", min=1, help="Images for the feature-norm report."),
-    eval_images: int = typer.Option(
-        8, "--eval-images", min=0, help="Images for the before/after depth check."
-    ),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUT's last checkpoint."),
     allow_random_init: bool = typer.Option(
         False, "--allow-random-init", help="Allow running without --weights (random base; tests/demos)."
@@ -97,6 +69,7 @@ def distill_cmd(
     config: Path | None = typer.Option(
         None, "--config", help="YAML with DistillConfig fields, or a run's config.yaml (flags win)."
     ),
+    **fields: Any,
 ) -> None:
     """Fin3R: train encoder adapters by monocular distillation (decoder and heads frozen).
 
@@ -106,18 +79,10 @@ def distill_cmd(
     from tune3d.engine.runfolder import check_out_dir
 
     check_out_dir(out)  # before any work: a file or read-only --out is one line, exit 2
-    import dataclasses
-
-    from tune3d.fin3r.distill import DistillConfig, distill
+    from tune3d.fin3r.distill import distill
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # Options named after DistillConfig fields map onto them; the three below are converted first.
-    values = {f.name: ctx.params[f.name] for f in dataclasses.fields(DistillConfig) if f.name in ctx.params}
-    values.update(
-        resolution=parse_hw(resolution),
-        teacher_cache=None if teacher_cache is None else str(teacher_cache),
-        progress=not quiet,
-    )
+    values = config_values(ctx, DistillConfig) | {"progress": not quiet}
     typed = given_on_command_line(ctx)
     typed |= {"progress"} if "quiet" in typed else set()
     cfg = resolve_command_config(ctx, DistillConfig, config, values, typed, ignore=RUN_RECORD_KEYS)

@@ -39,10 +39,10 @@ from peft.tuners.lora import LoraLayer
 from torch import Tensor, nn
 
 from tune3d.errors import Tune3DError
+from tune3d.fin3r.config import FORMS
 
 logger = logging.getLogger(__name__)
 
-FORMS = ("renorm", "renorm-weight", "plain")
 #: qkv of timm ``VisionTransformer`` blocks (and any ``blocks.N.attn.qkv`` stack).
 TIMM_VIT_QKV_PATTERN = r"blocks\.\d+\.attn\.qkv"
 ADAPTER_NAME = "default"

@@ -5,8 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from tune3d.config import option
 from tune3d.errors import Tune3DError
-from tune3d.fin3r.adapters import FORMS
+
+#: Adapter forms (see :mod:`tune3d.fin3r.adapters`); here so that reading a config needs no torch/peft.
+FORMS = ("renorm", "renorm-weight", "plain")
 
 
 @dataclass
@@ -16,34 +19,38 @@ class DistillConfig:
     ``resolution``: ``(H, W)``, multiples of the model's patch size; ``None`` = 224x224 rounded down to
     the patch size. ``replay_views``: views per replayed tuple (pairwise models always use 2).
     ``lam``: the ``−λ log β`` confidence regulariser; ``squared``: squared instead of plain Euclidean error.
+    Each field is also a ``tune3d distill`` option (:func:`tune3d.config.option` gives its help text).
     """
 
-    form: str = "renorm"
-    rank: int = 8
+    form: str = option("renorm", "Adapter: renorm | renorm-weight | plain.")
+    rank: int = option(8, min=1)
     alpha: float = 8.0
-    lr: float = 1e-4
+    lr: float = option(1e-4, "AdamW learning rate.")
     weight_decay: float = 0.0
-    schedule: str = "cosine"  # "cosine" | "constant"
-    warmup_steps: int = 0
-    grad_clip: float = 1.0
-    lam: float = 0.2
-    squared: bool = False
-    replay_ratio: float = 0.1
-    replay_views: int = 2
-    replay_stride: int = 1
-    steps: int = 1000
-    batch_size: int = 4
-    resolution: tuple[int, int] | None = None
+    schedule: str = option("cosine", "cosine | constant.")
+    warmup_steps: int = option(0, min=0)
+    grad_clip: float = option(1.0, "Max grad norm, 0 = off.")
+    lam: float = option(0.2, "Weight of the -log(confidence) term.", flag="--lambda")
+    squared: bool = option(False, "Squared Euclidean error (paper) instead of L2.")
+    replay_ratio: float = option(0.1, "Share of multi-view replay samples.")
+    replay_views: int = option(2, "Views per replay tuple (non-pairwise).", min=1)
+    replay_stride: int = option(1, "Frame stride inside a tuple.", min=1)
+    steps: int = option(1000, min=1)
+    batch_size: int = option(4, "Samples per step (per process).", min=1)
+    resolution: tuple[int, int] | None = option(None, "HxW, multiples of the patch size.")
     seed: int = 0
-    save_every: int = 500
-    log_every: int = 10
-    device: str = "auto"
-    mixed_precision: str = "auto"
-    num_workers: int = 0
-    teacher_cache: str | None = None  # default: <out>/teacher_cache for model teachers, none for "sensor"
+    save_every: int = option(500, min=1)
+    log_every: int = option(10, min=1)
+    device: str = option("auto", "auto | cpu | cuda.")
+    mixed_precision: str = option("auto", "auto | no | bf16 | fp16.")
+    num_workers: int = option(0, min=0)
+    # model teachers default to <out>/teacher_cache, "sensor" to none
+    teacher_cache: str | None = option(
+        None, "Pseudo-label cache folder (default: OUT/teacher_cache).", path=True
+    )
     grad_checkpointing: bool = False
-    diag_images: int = 4
-    eval_images: int = 8
+    diag_images: int = option(4, "Images for the feature-norm report.", min=1)
+    eval_images: int = option(8, "Images for the before/after depth check.", min=0)
     progress: bool = True
 
     def validate(self) -> None:
