@@ -14,16 +14,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
 from tune3d.errors import Tune3DError
-from tune3d.io import write_yaml
 
 T = TypeVar("T")
 
 
 def save_config(cfg: Any, path: str | os.PathLike) -> None:
     """Write a dataclass (or dict) config as YAML, atomically."""
+    from tune3d.io import write_yaml  # here and below: the CLI imports this module at start-up, yaml not
+
     write_yaml(path, cfg)
 
 
@@ -43,6 +42,8 @@ def option(
 
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """A YAML file holding one mapping; anything else (missing, malformed, a list) is a user error."""
+    import yaml
+
     path = Path(path)
     if not path.is_file():
         raise Tune3DError(f"{path}: config file not found")

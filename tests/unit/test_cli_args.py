@@ -93,10 +93,10 @@ def test_distill_has_an_option_per_config_field():
             assert params[f.name].default == f.default, f.name
 
 
-def test_cli_start_up_imports_no_torch_or_peft():
+def test_cli_start_up_imports_no_torch_peft_or_yaml():
     code = (
         "import sys, tune3d.cli, tune3d.fin3r, tune3d.fin3r.config; "
-        "print(sorted(m for m in ('torch', 'peft', 'timm') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'peft', 'timm', 'yaml') if m in sys.modules))"
     )
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root)}
