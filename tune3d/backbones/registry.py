@@ -128,88 +128,66 @@ def _add(spec: BackboneSpec) -> None:
     )
 
 
+# What most entries share: a ViT-B/16 with one CLS token on ImageNet-normalised input.
+_VIT_B16 = dict(patch_size=16, width=768, depth=12, num_prefix_tokens=1, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+def _add_vit(**kw: Any) -> None:
+    """Register a :class:`BackboneSpec` (and its tiny twin) whose unnamed fields are those of a ViT-B/16."""
+    _add(BackboneSpec(**{**_VIT_B16, **kw}))
+
+
 for _letter, (_word, _width, _depth) in _DINOV2_SIZES.items():
     for _reg in (False, True):
         _base = f"dinov2_vit{_letter}14"
         _file = f"{_base}{'_reg4' if _reg else ''}_pretrain.pth"
-        _add(
-            BackboneSpec(
-                name=_base + ("_reg" if _reg else ""),
-                timm_name=f"vit_{_word}_patch14{'_reg4' if _reg else ''}_dinov2.lvd142m",
-                patch_size=14,
-                width=_width,
-                depth=_depth,
-                num_prefix_tokens=5 if _reg else 1,
-                mean=IMAGENET_MEAN,
-                std=IMAGENET_STD,
-                family="dinov2",
-                description=f"DINOv2 ViT-{_letter.upper()}/14{' with 4 registers' if _reg else ''}",
-                official_file=_file,
-                official_url=f"https://dl.fbaipublicfiles.com/dinov2/{_base}/{_file}",
-            )
+        _add_vit(
+            name=_base + ("_reg" if _reg else ""),
+            timm_name=f"vit_{_word}_patch14{'_reg4' if _reg else ''}_dinov2.lvd142m",
+            patch_size=14,
+            width=_width,
+            depth=_depth,
+            num_prefix_tokens=5 if _reg else 1,
+            family="dinov2",
+            description=f"DINOv2 ViT-{_letter.upper()}/14{' with 4 registers' if _reg else ''}",
+            official_file=_file,
+            official_url=f"https://dl.fbaipublicfiles.com/dinov2/{_base}/{_file}",
         )
 
-_add(
-    BackboneSpec(
-        name="clip_vitb16",
-        timm_name="vit_base_patch16_clip_384.laion2b_ft_in12k_in1k",
-        patch_size=16,
-        width=768,
-        depth=12,
-        num_prefix_tokens=1,
-        mean=CLIP_MEAN,
-        std=CLIP_STD,
-        family="clip",
-        description="CLIP ViT-B/16 (LAION-2B, fine-tuned IN-12k/1k, 384 px)",
-    )
+_add_vit(
+    name="clip_vitb16",
+    timm_name="vit_base_patch16_clip_384.laion2b_ft_in12k_in1k",
+    mean=CLIP_MEAN,
+    std=CLIP_STD,
+    family="clip",
+    description="CLIP ViT-B/16 (LAION-2B, fine-tuned IN-12k/1k, 384 px)",
 )
-_add(
-    BackboneSpec(
-        name="mae_vitb16",
-        timm_name="vit_base_patch16_224.mae",
-        patch_size=16,
-        width=768,
-        depth=12,
-        num_prefix_tokens=1,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        family="mae",
-        description="MAE ViT-B/16 (self-supervised IN-1k)",
-        official_file="mae_pretrain_vit_base.pth",
-        official_url="https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base.pth",
-    )
+_add_vit(
+    name="mae_vitb16",
+    timm_name="vit_base_patch16_224.mae",
+    family="mae",
+    description="MAE ViT-B/16 (self-supervised IN-1k)",
+    official_file="mae_pretrain_vit_base.pth",
+    official_url="https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base.pth",
 )
-_add(
-    BackboneSpec(
-        name="deit3_vitb16",
-        timm_name="deit3_base_patch16_224.fb_in1k",
-        patch_size=16,
-        width=768,
-        depth=12,
-        num_prefix_tokens=1,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        family="deit3",
-        description="DeiT-III ViT-B/16 (supervised IN-1k)",
-        official_file="deit_3_base_224_1k.pth",
-        official_url="https://dl.fbaipublicfiles.com/deit/deit_3_base_224_1k.pth",
-        filter_kwargs={"adapt_layer_scale": True},
-    )
+_add_vit(
+    name="deit3_vitb16",
+    timm_name="deit3_base_patch16_224.fb_in1k",
+    family="deit3",
+    description="DeiT-III ViT-B/16 (supervised IN-1k)",
+    official_file="deit_3_base_224_1k.pth",
+    official_url="https://dl.fbaipublicfiles.com/deit/deit_3_base_224_1k.pth",
+    filter_kwargs={"adapt_layer_scale": True},
 )
-_add(
-    BackboneSpec(
-        name="eva02_vitb14",
-        timm_name="eva02_base_patch14_224.mim_in22k",
-        patch_size=14,
-        width=768,
-        depth=12,
-        num_prefix_tokens=1,
-        mean=CLIP_MEAN,
-        std=CLIP_STD,
-        family="eva02",
-        description="EVA-02 ViT-B/14 (MIM pretrained IN-22k)",
-        final_norm="fc_norm",
-    )
+_add_vit(
+    name="eva02_vitb14",
+    timm_name="eva02_base_patch14_224.mim_in22k",
+    patch_size=14,
+    mean=CLIP_MEAN,
+    std=CLIP_STD,
+    family="eva02",
+    description="EVA-02 ViT-B/14 (MIM pretrained IN-22k)",
+    final_norm="fc_norm",
 )
 
 
@@ -223,42 +201,31 @@ _DINOV3 = {  # size letter -> (timm size word, width, depth, release hash)
     "l": ("large", 1024, 24, "8aa4cbdd"),
 }
 for _letter, (_word, _width, _depth, _hash) in _DINOV3.items():
-    _add(
-        BackboneSpec(
-            name=f"dinov3_vit{_letter}16",
-            timm_name=f"vit_{_word}_patch16_dinov3.lvd1689m",
-            patch_size=16,
-            width=_width,
-            depth=_depth,
-            num_prefix_tokens=5,  # CLS + 4 storage tokens
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            family="dinov3",
-            description=f"DINOv3 ViT-{_letter.upper()}/16 (LVD-1689M, RoPE, 4 storage tokens)",
-            official_file=f"dinov3_vit{_letter}16_pretrain_lvd1689m-{_hash}.pth",
-        )
+    _add_vit(
+        name=f"dinov3_vit{_letter}16",
+        timm_name=f"vit_{_word}_patch16_dinov3.lvd1689m",
+        width=_width,
+        depth=_depth,
+        num_prefix_tokens=5,  # CLS + 4 storage tokens
+        family="dinov3",
+        description=f"DINOv3 ViT-{_letter.upper()}/16 (LVD-1689M, RoPE, 4 storage tokens)",
+        official_file=f"dinov3_vit{_letter}16_pretrain_lvd1689m-{_hash}.pth",
     )
 
-_add(
-    BackboneSpec(
-        name="sam_vitb16",
-        timm_name="samvit_base_patch16.sa1b",
-        patch_size=16,
-        width=768,  # dense features are the last block's tokens, before the 256-d neck
-        depth=12,
-        num_prefix_tokens=0,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        family="sam",
-        description="SAM ViT-B/16 image encoder (SA-1B, 1024x1024 canvas, windowed attention)",
-        official_file="sam_vit_b_01ec64.pth",
-        official_url="https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
-        final_norm=None,
-        # tiny twin: 8x8-patch canvas, 4x4 windows, block 1 global, 16-d neck
-        tiny_kwargs={"img_size": 128, "window_size": 4, "global_attn_indexes": (1,), "neck_chans": 16},
-        dynamic_img_size=False,
-        fixed_canvas=True,
-    )
+_add_vit(
+    name="sam_vitb16",
+    timm_name="samvit_base_patch16.sa1b",
+    width=768,  # dense features are the last block's tokens, before the 256-d neck
+    num_prefix_tokens=0,
+    family="sam",
+    description="SAM ViT-B/16 image encoder (SA-1B, 1024x1024 canvas, windowed attention)",
+    official_file="sam_vit_b_01ec64.pth",
+    official_url="https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+    final_norm=None,
+    # tiny twin: 8x8-patch canvas, 4x4 windows, block 1 global, 16-d neck
+    tiny_kwargs={"img_size": 128, "window_size": 4, "global_attn_indexes": (1,), "neck_chans": 16},
+    dynamic_img_size=False,
+    fixed_canvas=True,
 )
 
 
