@@ -17,6 +17,11 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tune3d", *args], capture_output=True, text=True, env=ENV)
 
 
+def probe(task: str, *args: str) -> subprocess.CompletedProcess:
+    """``tune3d probe`` of the random tiny DINOv2 on ``task``."""
+    return run("probe", "--task", task, "--backbone", "dinov2_vits14_tiny", "--allow-random-init", *args)
+
+
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
     """Two labelled synthetic rooms (train, test) and one copy of the test room without labels."""
@@ -35,25 +40,8 @@ def scenes(tmp_path_factory):
 
 def test_probe_semseg_original(scenes, tmp_path):
     out = tmp_path / "seg"
-    r = run(
-        "probe",
-        "--task",
-        "semseg",
-        "--backbone",
-        "dinov2_vits14_tiny",
-        "--allow-random-init",
-        "--mode",
-        "original",
-        "--train",
-        str(scenes / "train"),
-        "--test",
-        str(scenes / "test"),
-        "--iters",
-        "20",
-        "--no-progress",
-        "--out",
-        str(out),
-    )
+    data = ["--train", str(scenes / "train"), "--test", str(scenes / "test")]
+    r = probe("semseg", "--mode", "original", *data, "--iters", "20", "--no-progress", "--out", str(out))
     assert r.returncode == 0, r.stderr
     m = json.loads((out / "metrics.json").read_text())
     for k in ("mIoU", "mAcc", "aAcc"):
@@ -78,31 +66,9 @@ def test_probe_depth_assembled_with_finetuned_file(scenes, tmp_path):
     save_backbone(bb.timm_model, get_spec("dinov2_vits14_tiny"), tmp_path / "ft")
 
     out = tmp_path / "depth"
-    r = run(
-        "probe",
-        "--task",
-        "depth",
-        "--backbone",
-        "dinov2_vits14_tiny",
-        "--allow-random-init",
-        "--mode",
-        "assembled",
-        "--finetuned",
-        str(tmp_path / "ft" / "backbone.safetensors"),
-        "--train",
-        str(scenes),
-        "--test",
-        str(scenes / "test"),
-        "--train-frames",
-        "0:3",
-        "--iters",
-        "20",
-        "--resolution",
-        "28x42",
-        "--no-progress",
-        "--out",
-        str(out),
-    )
+    r = probe("depth", "--mode", "assembled", "--finetuned", str(tmp_path / "ft" / "backbone.safetensors"),
+              "--train", str(scenes), "--test", str(scenes / "test"), "--train-frames", "0:3",
+              "--iters", "20", "--resolution", "28x42", "--no-progress", "--out", str(out))  # fmt: skip
     assert r.returncode == 0, r.stderr
     m = json.loads((out / "metrics.json").read_text())
     for k in ("rmse", "abs_rel", "delta1"):
@@ -116,13 +82,8 @@ def test_probe_depth_assembled_with_finetuned_file(scenes, tmp_path):
 
 
 def test_probe_semseg_without_labels_is_one_line_error(scenes, tmp_path):
-    r = run(
-        "probe",
-        "--task",
+    r = probe(
         "semseg",
-        "--backbone",
-        "dinov2_vits14_tiny",
-        "--allow-random-init",
         "--train",
         str(scenes / "nolabels"),
         "--test",
@@ -139,21 +100,7 @@ def test_probe_semseg_without_labels_is_one_line_error(scenes, tmp_path):
 
 
 def test_probe_finetuned_mode_needs_weights(scenes, tmp_path):
-    r = run(
-        "probe",
-        "--task",
-        "depth",
-        "--backbone",
-        "dinov2_vits14_tiny",
-        "--allow-random-init",
-        "--mode",
-        "finetuned",
-        "--train",
-        str(scenes / "train"),
-        "--test",
-        str(scenes / "test"),
-        "--out",
-        str(tmp_path / "y"),
-    )
+    data = ["--train", str(scenes / "train"), "--test", str(scenes / "test")]
+    r = probe("depth", "--mode", "finetuned", *data, "--out", str(tmp_path / "y"))
     assert r.returncode == 2
     assert "--finetuned" in r.stderr and "Traceback" not in r.stderr
