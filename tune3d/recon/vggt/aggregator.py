@@ -35,30 +35,32 @@ class Aggregator(nn.Module):
 
     def __init__(
         self,
-        img_size: int = 518,
-        patch_size: int = 14,
-        embed_dim: int = 1024,
-        depth: int = 24,
-        num_heads: int = 16,
-        mlp_ratio: float = 4.0,
-        num_register_tokens: int = 4,
-        qk_norm: bool = True,
+        *,
+        img_size: int,
+        patch_size: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        num_register_tokens: int,
+        encoder_depth: int,
+        encoder_num_heads: int,
         rope_freq: float = 100.0,
+        mlp_ratio: float = 4.0,
+        qk_norm: bool = True,
         init_values: float = 0.01,
-        encoder_depth: int = 24,
-        encoder_num_heads: int = 16,
     ) -> None:
+        """Sizes as :class:`~tune3d.recon.vggt.model.VGGTConfig` names them (its defaults are VGGT-1B's)."""
         super().__init__()
         self.patch_size = patch_size
         self.depth = depth
         self.patch_embed = DinoV2Encoder(
-            img_size,
-            patch_size,
-            embed_dim,
-            encoder_depth,
-            encoder_num_heads,
-            mlp_ratio,
-            num_register_tokens,
+            img_size=img_size,
+            patch_size=patch_size,
+            embed_dim=embed_dim,
+            depth=encoder_depth,
+            num_heads=encoder_num_heads,
+            mlp_ratio=mlp_ratio,
+            num_register_tokens=num_register_tokens,
             init_values=1.0,
         )
         self.rope = RoPE2D(rope_freq) if rope_freq > 0 else None
