@@ -32,7 +32,7 @@ from tune3d.errors import Tune3DError
 from tune3d.geometry.align import umeyama_sim3
 from tune3d.geometry.cameras import invert_rigid, pixel_grid
 from tune3d.geometry.pose import estimate_focal_from_pointmap, mat_to_quat, quat_to_mat
-from tune3d.recon.graph import check_connected
+from tune3d.recon.graph import DisjointSets, check_connected
 
 FOCAL_BREAK = 20.0  # focal parameter = FOCAL_BREAK * log(f)
 PP_BREAK = 10.0  # principal point = image centre + PP_BREAK * parameter
@@ -91,21 +91,9 @@ def edge_scores(conf_i: Tensor, conf_j: Tensor) -> Tensor:
 
 def max_spanning_tree(n: int, edges: list[tuple[int, int]], scores: Tensor) -> list[int]:
     """Indices into ``edges`` of a maximum spanning tree (Kruskal), strongest edge first."""
-    parent = list(range(n))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    tree = []
-    for e in sorted(range(len(edges)), key=lambda k: -float(scores[k])):
-        a, b = find(edges[e][0]), find(edges[e][1])
-        if a != b:
-            parent[a] = b
-            tree.append(e)
-    return tree
+    sets = DisjointSets(n)
+    order = sorted(range(len(edges)), key=lambda k: -float(scores[k]))
+    return [e for e in order if sets.union(*edges[e])]  # kept when it joins two trees
 
 
 class _Scene(nn.Module):

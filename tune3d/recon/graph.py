@@ -69,21 +69,35 @@ def make_pairs(n: int, graph: str = "complete", symmetrize: bool = True) -> list
     return edges
 
 
-def connected_components(n: int, edges: list[tuple[int, int]]) -> list[list[int]]:
-    """Connected components (sorted view indices) of the undirected graph ``edges`` on ``n`` views."""
-    parent = list(range(n))
+class DisjointSets:
+    """Union-find over the views ``0..n-1`` (path halving)."""
 
-    def find(a: int) -> int:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, a: int) -> int:
+        """The representative of ``a``'s set."""
+        parent = self.parent
         while parent[a] != a:
             parent[a] = parent[parent[a]]
             a = parent[a]
         return a
 
+    def union(self, a: int, b: int) -> bool:
+        """Join the sets of ``a`` and ``b``; False when they were one set already."""
+        ra, rb = self.find(a), self.find(b)
+        self.parent[ra] = rb
+        return ra != rb
+
+
+def connected_components(n: int, edges: list[tuple[int, int]]) -> list[list[int]]:
+    """Connected components (sorted view indices) of the undirected graph ``edges`` on ``n`` views."""
+    sets = DisjointSets(n)
     for i, j in edges:
-        parent[find(i)] = find(j)
+        sets.union(i, j)
     groups: dict[int, list[int]] = {}
     for v in range(n):
-        groups.setdefault(find(v), []).append(v)
+        groups.setdefault(sets.find(v), []).append(v)
     return sorted(groups.values())
 
 
