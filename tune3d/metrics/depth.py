@@ -13,6 +13,7 @@ in [0, 1], not percentages.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -42,7 +43,12 @@ def depth_metrics_per_image(
     align: str = "none",
 ) -> dict[str, Tensor]:
     """Per-image metrics: dict of ``DEPTH_METRIC_KEYS`` -> float64 tensors (B,), NaN for images without
-    valid pixels. Shapes as in :func:`depth_metrics`."""
+    valid pixels.
+
+    ``pred``/``gt``: (H,W), (B,H,W) or (B,1,H,W) metres (gt 0 = invalid); ``mask`` same shape (bool).
+    ``align``: ``"none" | "median" | "scale" | "scale_shift" | "affine_disparity"`` (fitted per image on the
+    valid pixels before clipping).
+    """
     p, g = _as_batch(pred), _as_batch(gt)
     if p.shape != g.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and ground truth {tuple(gt.shape)} differ in shape")
@@ -81,22 +87,12 @@ def depth_metrics_per_image(
     return {k: torch.where(empty, torch.full_like(val, math.nan), val) for k, val in out.items()}
 
 
-def depth_metrics(
-    pred: Tensor,
-    gt: Tensor,
-    mask: Tensor | None = None,
-    min_depth: float = 1e-3,
-    max_depth: float | None = None,
-    align: str = "none",
-) -> dict[str, float]:
-    """Depth metrics averaged over the images of a batch.
-
-    ``pred``/``gt``: (H,W), (B,H,W) or (B,1,H,W) metres (gt 0 = invalid); ``mask`` same shape (bool).
-    ``align``: ``"none" | "median" | "scale" | "scale_shift" | "affine_disparity"`` (fitted per image on the
-    valid pixels before clipping). Returns ``{key: float}`` for ``DEPTH_METRIC_KEYS``; all NaN if no image
-    has a valid pixel.
+def depth_metrics(pred: Tensor, gt: Tensor, mask: Tensor | None = None, **options: Any) -> dict[str, float]:
+    """Depth metrics averaged over the images of a batch: :func:`depth_metrics_per_image` with the same
+    arguments (``options``: ``min_depth``, ``max_depth``, ``align``), then the mean over the images with a
+    valid pixel. Returns ``{key: float}`` for ``DEPTH_METRIC_KEYS``; all NaN if no image has one.
     """
-    per = depth_metrics_per_image(pred, gt, mask, min_depth, max_depth, align)
+    per = depth_metrics_per_image(pred, gt, mask, **options)
     return {k: float(v.nanmean()) if (~v.isnan()).any() else math.nan for k, v in per.items()}
 
 
