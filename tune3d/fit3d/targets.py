@@ -10,6 +10,8 @@ its threshold (``"binary"``) or all ones (``"none"``): pixels no Gaussian covers
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -58,18 +60,10 @@ def render_latent(
 
 
 @torch.no_grad()
-def render_target(
-    gaussians: FeatureGaussians,
-    viewmat: Tensor,
-    K: Tensor,
-    height: int,
-    width: int,
-    backend: str = "auto",
-    device: str | torch.device | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Decoded full-resolution feature render ``[C,width_vit,H,W]`` and alpha ``[C,1,H,W]`` (see
-    :func:`render_latent`); stage II itself only needs :func:`render_grid_target`."""
-    latent, alpha = render_latent(gaussians, viewmat, K, height, width, backend, device)
+def render_target(gaussians: FeatureGaussians, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
+    """Decoded full-resolution feature render ``[C,width_vit,H,W]`` and alpha ``[C,1,H,W]``; arguments as
+    :func:`render_latent`. Stage II itself only needs :func:`render_grid_target`."""
+    latent, alpha = render_latent(gaussians, *args, **kwargs)
     return decode_full(latent, gaussians.decoder), alpha
 
 
