@@ -178,7 +178,7 @@ def test_pi3_protocol_scores_a_similarity_of_the_ground_truth_perfectly(tmp_path
     """Table 6 chain on DTU (mm) and ETH3D (m): a prediction that is the masked ground truth under an
     arbitrary similarity (scale 1e-3 for DTU, as a model in metres would give) plus a 1 mm / 1 cm
     shift of one frame scores Acc/Comp of that shift's size at most and NC 1, for a metric model too."""
-    from tune3d.fin3r.evaluation import pointmaps_pi3
+    from tune3d.fin3r.evaluation import pointmaps, pointmaps_pi3
     from tune3d.recon import create_model
 
     model = create_model("dust3r_tiny", allow_random_init=True)
@@ -192,15 +192,16 @@ def test_pi3_protocol_scores_a_similarity_of_the_ground_truth_perfectly(tmp_path
         pred[1] += seen["shift"]  # frame 1 off by a known offset (pred units)
         return pred
 
-    real_load = pointmaps_pi3.load_sequence
+    real_load = pointmaps.load_sequence
 
     def spy_load(*a, **k):
         images, gt, valid = real_load(*a, **k)
         seen["gt"] = np.where(valid[..., None], gt, 0.0)
         return images, gt, valid
 
-    monkeypatch.setattr(pointmaps_pi3, "predict_points", fake_predict)
-    monkeypatch.setattr(pointmaps_pi3, "load_sequence", spy_load)
+    # evaluate_pi3_pointmaps reconstructs through pointmaps.reconstruct_sequences
+    monkeypatch.setattr(pointmaps, "predict_points", fake_predict)
+    monkeypatch.setattr(pointmaps, "load_sequence", spy_load)
     dtu = dtu_sequences(write_dtu_scan(tmp_path / "dtu", "scan1", n=6))
     seen["shift"] = 0.0
     m = pointmaps_pi3.evaluate_pi3_pointmaps(model, dtu, size=64)

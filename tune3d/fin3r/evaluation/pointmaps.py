@@ -11,7 +11,7 @@ nearest-neighbour pairs of both directions, normals from each pointmap's pixel g
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -118,12 +118,26 @@ def evaluate_pointmaps(
     size: int | None = None,
 ) -> dict[str, float]:
     """Mean over sequences of :func:`reconstruction_metrics` (plus ``n_sequences``)."""
-    rows = []
-    for seq in sequences:
-        images, gt, valid = load_sequence(seq, model, size)
-        pred = predict_points(model, images, niter=niter)
-        rows.append(reconstruction_metrics(pred, gt, valid, metric=bool(model.metric), max_points=max_points))
+    metric = bool(model.metric)
+    rows = [
+        reconstruction_metrics(pred, gt, valid, metric=metric, max_points=max_points)
+        for _, pred, gt, valid in reconstruct_sequences(model, sequences, niter, size)
+    ]
     return mean_metrics(rows)
+
+
+def reconstruct_sequences(
+    model: ReconModel,
+    sequences: Sequence[Any],
+    niter: int = 300,
+    size: int | None = None,
+    loader: Callable[[Any], tuple[np.ndarray, np.ndarray]] = load_eval_frame,
+) -> Iterator[tuple[Any, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per sequence ``(seq, predicted points, GT points, valid)``, as :func:`load_sequence` and
+    :func:`predict_points` give them (one sequence in memory at a time)."""
+    for seq in sequences:
+        images, gt, valid = load_sequence(seq, model, size, loader=loader)
+        yield seq, predict_points(model, images, niter=niter), gt, valid
 
 
 def mean_metrics(rows: Sequence[dict[str, float]]) -> dict[str, float]:

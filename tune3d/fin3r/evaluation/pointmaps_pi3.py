@@ -13,12 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tune3d.data.benchmarks.pi3_pointmaps import Pi3Sequence, load_pi3_frame
-from tune3d.fin3r.evaluation.pointmaps import (
-    load_sequence,
-    mean_metrics,
-    predict_points,
-    reconstruction_metrics,
-)
+from tune3d.fin3r.evaluation.pointmaps import mean_metrics, reconstruct_sequences, reconstruction_metrics
 from tune3d.recon.interface import ReconModel
 
 
@@ -31,12 +26,9 @@ def evaluate_pi3_pointmaps(
 ) -> dict[str, float]:
     """Mean over ``sequences`` of Acc / Comp / NC (and medians), plus ``n_sequences``."""
     rows = []
-    for seq in sequences:
-        images, gt, valid = load_sequence(seq, model, size, loader=load_pi3_frame)
-        pred = predict_points(model, images, niter=niter)
-        rows.append(
-            reconstruction_metrics(
-                pred, gt, valid, metric=False, icp_threshold=seq.icp_threshold, max_points=max_points
-            )
+    for seq, pred, gt, valid in reconstruct_sequences(model, sequences, niter, size, loader=load_pi3_frame):
+        row = reconstruction_metrics(
+            pred, gt, valid, metric=False, icp_threshold=seq.icp_threshold, max_points=max_points
         )
+        rows.append(row)
     return mean_metrics(rows)
