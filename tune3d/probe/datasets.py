@@ -56,33 +56,16 @@ def run_dataset_probe(
         "protocol": protocol,
         **(run_info or {}),
     }
+    shared = dict(  # what both protocols are told about the data and the run
+        num_classes=train.num_classes,
+        class_names=train.class_names,
+        eval_mask=test.eval_mask if task == "depth" else None,
+        run_info=info,
+    )
     if protocol == "paper":
         from tune3d.probe.paper import run_paper_probe
 
-        return run_paper_probe(
-            task,
-            backbone,
-            train,
-            test,
-            cfg,
-            out_dir,
-            paper_options,
-            num_classes=train.num_classes,
-            class_names=train.class_names,
-            eval_mask=test.eval_mask if task == "depth" else None,
-            run_info=info,
-        )
+        return run_paper_probe(task, backbone, train, test, cfg, out_dir, paper_options, **shared)
     if cfg.image_size is None:
         cfg.image_size = list(train[0][0].shape[:2])
-    return run_probe(
-        task,
-        backbone,
-        train,
-        test,
-        cfg,
-        out_dir,
-        num_classes=train.num_classes,
-        class_names=train.class_names,
-        run_info=info,
-        eval_mask=test.eval_mask if task == "depth" else None,
-    )
+    return run_probe(task, backbone, train, test, cfg, out_dir, **shared)
