@@ -82,15 +82,8 @@ def test_probe_depth_assembled_with_finetuned_file(scenes, tmp_path):
 
 
 def test_probe_semseg_without_labels_is_one_line_error(scenes, tmp_path):
-    r = probe(
-        "semseg",
-        "--train",
-        str(scenes / "nolabels"),
-        "--test",
-        str(scenes / "test"),
-        "--out",
-        str(tmp_path / "x"),
-    )
+    data = ["--train", str(scenes / "nolabels"), "--test", str(scenes / "test")]
+    r = probe("semseg", *data, "--out", str(tmp_path / "x"))
     assert r.returncode == 2
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tune3d: error:")
