@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -102,3 +103,12 @@ def test_cli_start_up_imports_no_torch_peft_or_yaml():
     env = {**os.environ, "PYTHONPATH": str(root)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_field_without_an_option_type_is_refused():
+    @dataclasses.dataclass
+    class Bad:
+        sizes: tuple[int, int, int] = (1, 2, 3)
+
+    with pytest.raises(TypeError, match="sizes: only tuple"):
+        config_options(Bad, after="out")

@@ -85,6 +85,8 @@ def _field_option(field: dataclasses.Field, hint: Any) -> inspect.Parameter:
     default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
     flag = _flag(field)
     if typing.get_origin(base) is tuple:
+        if typing.get_args(base) != (int, int):
+            raise TypeError(f"{field.name}: only tuple[int, int] (HxW) fields become options, not {base}")
         base, default = str, None if default is None else "x".join(str(v) for v in default)
     elif meta.get("path"):
         base, default = Path, None if default is None else Path(default)
@@ -102,8 +104,8 @@ def config_options(cls: type, *, after: str, skip: Iterable[str] = ()) -> Callab
     after its parameter ``after``; the command takes them as ``**fields``. Each is ``--field-name`` unless
     the field's metadata names a ``flag``, with the field's default and the ``help`` and ``min`` of
     :func:`tune3d.config.option`, so a new config field is a new option. :func:`config_values` reads them."""
-    hints = typing.get_type_hints(cls)
-    derived = [_field_option(f, hints[f.name]) for f in dataclasses.fields(cls) if f.name not in set(skip)]
+    hints, skip = typing.get_type_hints(cls), set(skip)
+    derived = [_field_option(f, hints[f.name]) for f in dataclasses.fields(cls) if f.name not in skip]
 
     def wrap(fn: F) -> F:
         params = inspect.signature(fn, eval_str=True).parameters.values()
@@ -118,13 +120,13 @@ def config_options(cls: type, *, after: str, skip: Iterable[str] = ()) -> Callab
     return wrap
 
 
-def config_values(ctx: typer.Context, cls: type, *, skip: Iterable[str] = ()) -> dict[str, Any]:
+def config_values(ctx: typer.Context, cls: type) -> dict[str, Any]:
     """The values of the options :func:`config_options` made, by field name: ``HxW`` text parsed into
-    ``(H, W)``, paths turned back into text."""
+    ``(H, W)``, paths turned back into text. Skipped fields (no option) are left out."""
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for field in dataclasses.fields(cls):
-        if field.name in set(skip) or field.name not in ctx.params:
+        if field.name not in ctx.params:
             continue
         value = ctx.params[field.name]
         if typing.get_origin(_unwrap(hints[field.name])[0]) is tuple:
