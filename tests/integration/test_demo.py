@@ -11,6 +11,8 @@ from html.parser import HTMLParser
 import pytest
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+# the FiT3D part's steps at their smallest
+FIT3D_TINY = ["--lift-iters", "5", "--lift-points", "300", "--finetune-steps", "2", "--probe-iters", "5"]
 TINY = [
     "--backbone",
     "dinov2_vits14_tiny",
@@ -24,14 +26,7 @@ TINY = [
     "8",
     "--resolution",
     "32x48",
-    "--lift-iters",
-    "5",
-    "--lift-points",
-    "300",
-    "--finetune-steps",
-    "2",
-    "--probe-iters",
-    "5",
+    *FIT3D_TINY,
     "--recon-steps",
     "2",
     "--distill-steps",
@@ -182,14 +177,7 @@ def test_fit3d_part_on_7scenes_frames(seven_scenes, tmp_path):
         "dinov2_vits14_tiny",
         "--resolution",
         "48x64",
-        "--lift-iters",
-        "5",
-        "--lift-points",
-        "300",
-        "--finetune-steps",
-        "2",
-        "--probe-iters",
-        "5",
+        *FIT3D_TINY,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
