@@ -87,6 +87,29 @@ def test_fin3r_table1_bad_dataset_fails_alone(cli, tmp_path):
     assert got[("nyuv2-depth", "rel")] != "" and got[("nyuv2-depth", "delta1")] != ""  # toolbox layout
 
 
+def test_fin3r_table1_seven_scenes_flat_folder(cli, tmp_path):
+    root = write_seven_scenes_flat(tmp_path / "redkitchen", n=6)
+    moge = write_moge_suite(tmp_path / "moge", datasets=("NYUv2",), n=1)
+    out = tmp_path / "t1_7s"
+    args = ["benchmark", "fin3r-table1", "--model", "vggt_tiny", "--allow-random-init", "--size", "28"]
+    args += ["--adapter", _adapter(tmp_path, "vggt_tiny"), "--data", f"7scenes={root}"]
+    r = cli(*args, "--data", f"moge={moge}", "--kf-every", "2", "--out", out)
+    assert r.returncode == 0, r.stderr
+    got = {(x["dataset"], x["mode"], x["metric"]): x for x in _rows(out)}
+    for mode in ("base", "adapter"):
+        rel, d1 = (float(got[("7scenes", mode, m)]["value"]) for m in ("rel", "delta1"))
+        assert 0 <= rel and 0 <= d1 <= 100
+        assert got[("7scenes", mode, "rel")]["paper"] == ""  # not a column of the paper's Table 1
+        avg = (rel + float(got[("NYUv2", mode, "rel")]["value"])) / 2
+        assert float(got[("avg", mode, "rel")]["value"]) == __import__("pytest").approx(avg, rel=1e-4)
+    res = __import__("json").loads((out / "cells" / "7scenes__base" / "result.json").read_text())
+    assert res["metrics"]["n_images"] == 3  # keyframes 0, 2, 4 of the flat folder
+    (tmp_path / "empty").mkdir()  # a root in the wrong layout: one line, exit 2
+    r = cli(*args[:-2], "--data", f"7scenes={tmp_path / 'empty'}", "--out", tmp_path / "t1_bad")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert "empty: no 7-Scenes frames or TestSplit.txt" in r.stderr
+
+
 def test_fin3r_table5_seven_scenes_flat_folder(cli, tmp_path):
     root = write_seven_scenes_flat(tmp_path / "redkitchen", n=6)
     out = tmp_path / "t5"

@@ -118,6 +118,29 @@ def test_seven_scenes_flat_folder_is_one_sequence(tmp_path):
     np.testing.assert_allclose(seq.frames[2].c2w[:3, 3], [0.08, 0, 0])
 
 
+def test_seven_scenes_mono_samples_keyframes_jpg_and_invalid_depth(tmp_path):
+    from PIL import Image
+
+    from tune3d.data.benchmarks.pointmap_eval import seven_scenes_mono_samples
+
+    root = write_seven_scenes_flat(tmp_path / "redkitchen", n=5)
+    for i in range(5):  # the shared scene's naming: JPEG colour, here at twice the depth's size
+        png = root / f"frame-{i:06d}.color.png"
+        Image.open(png).resize((128, 96)).save(root / f"frame-{i:06d}.color.jpg")
+        png.unlink()
+    d = np.array(Image.open(root / "frame-000002.depth.png"))
+    d[10:12, 20:30] = 0  # sensor "no reading"
+    Image.fromarray(d).save(root / "frame-000002.depth.png")
+    samples = list(seven_scenes_mono_samples(root, kf_every=2))
+    assert len(samples) == 3  # frames 0, 2, 4
+    s = samples[1]
+    assert s["image"].shape == (48, 64, 3) and s["image"].dtype == np.uint8
+    assert s["depth"][5, 5] == pytest.approx(1.52)
+    assert not s["mask"][0].any() and not s["mask"][10:12, 20:30].any()  # 65535 row and 0 pixels
+    assert s["mask"].sum() == 47 * 64 - 20 and (s["depth"][~s["mask"]] == 0).all()
+    assert len(list(seven_scenes_mono_samples(root, kf_every=2, limit=2))) == 2
+
+
 def test_seven_scenes_test_split_and_missing_sequence(tmp_path):
     scene = tmp_path / "chess"
     write_seven_scenes_flat(scene / "seq-03", n=2)
