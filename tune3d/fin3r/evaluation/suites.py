@@ -181,10 +181,12 @@ def _mono_samples(cell: Cell, settings: Fin3rSettings):
 
     if cell.key == "moge":
         from tune3d.data.benchmarks.moge import list_moge_instances, load_moge_instance, moge_dataset_folders
+        from tune3d.data.benchmarks.moge_viewport import MOGE_VIEWPORTS
 
         folder = moge_dataset_folders(cell.root)[cell.dataset]
+        viewport = MOGE_VIEWPORTS.get(cell.dataset)  # a dataset MoGe does not configure keeps its frames
         for inst in list_moge_instances(folder, cell.dataset)[: settings.limit]:
-            yield load_moge_instance(inst)
+            yield load_moge_instance(inst, viewport)
         return
     if cell.key == "7scenes":  # Table 5's test sequences and keyframes, each keyframe scored alone
         from tune3d.data.benchmarks.pointmap_eval import seven_scenes_mono_samples
