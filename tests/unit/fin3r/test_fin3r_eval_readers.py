@@ -209,3 +209,16 @@ def test_scannet1500_superglue_pair_list(tmp_path):
     (root / "scannet_test_pairs_with_gt.txt").write_text(line + "1 2 3\n")
     with pytest.raises(Tune3DError, match="line 1 has 25 fields"):
         read_scannet1500(root)
+
+
+def test_seven_scenes_mono_samples_on_the_shared_scene(seven_scenes):
+    from PIL import Image
+
+    from tune3d.data.benchmarks.pointmap_eval import seven_scenes_mono_samples
+
+    a, b = seven_scenes_mono_samples(seven_scenes, kf_every=20, limit=2)
+    raw = np.array(Image.open(seven_scenes / "frame-000020.depth.png"))
+    assert b["image"].shape == (480, 640, 3) and b["depth"].shape == (480, 640)
+    np.testing.assert_array_equal(b["mask"], (raw > 0) & (raw < 65535) & (raw <= 10000))  # frame 20
+    np.testing.assert_allclose(b["depth"][b["mask"]], raw[b["mask"]] / 1000.0, rtol=1e-6)
+    assert 0.3 < np.median(a["depth"][a["mask"]]) < 5.0  # a kitchen, in metres
