@@ -89,7 +89,9 @@ def benchmark_cmd(
     max_points: int | None = typer.Option(
         None, "--max-points", min=1, help="fin3r-table5/6: subsample clouds for Acc/Comp/NC."
     ),
-    kf_every: int = typer.Option(20, "--kf-every", min=1, help="fin3r-table5: keyframe step."),
+    kf_every: int = typer.Option(
+        20, "--kf-every", min=1, help="fin3r-table5 and fin3r-table1 7scenes: keyframe step."
+    ),
     niter: int = typer.Option(300, "--niter", min=0, help="fin3r-table3/5/6: global alignment iterations."),
     size: int | None = typer.Option(
         None, "--size", min=16, help="fin3r suites: model input long side / width [the model's own]."

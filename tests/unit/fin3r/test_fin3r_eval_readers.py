@@ -118,6 +118,29 @@ def test_seven_scenes_flat_folder_is_one_sequence(tmp_path):
     np.testing.assert_allclose(seq.frames[2].c2w[:3, 3], [0.08, 0, 0])
 
 
+def test_seven_scenes_mono_samples_keyframes_jpg_and_invalid_depth(tmp_path):
+    from PIL import Image
+
+    from tune3d.data.benchmarks.pointmap_eval import seven_scenes_mono_samples
+
+    root = write_seven_scenes_flat(tmp_path / "redkitchen", n=5)
+    for i in range(5):  # the shared scene's naming: JPEG colour, here at twice the depth's size
+        png = root / f"frame-{i:06d}.color.png"
+        Image.open(png).resize((128, 96)).save(root / f"frame-{i:06d}.color.jpg")
+        png.unlink()
+    d = np.array(Image.open(root / "frame-000002.depth.png"))
+    d[10:12, 20:30] = 0  # sensor "no reading"
+    Image.fromarray(d).save(root / "frame-000002.depth.png")
+    samples = list(seven_scenes_mono_samples(root, kf_every=2))
+    assert len(samples) == 3  # frames 0, 2, 4
+    s = samples[1]
+    assert s["image"].shape == (48, 64, 3) and s["image"].dtype == np.uint8
+    assert s["depth"][5, 5] == pytest.approx(1.52)
+    assert not s["mask"][0].any() and not s["mask"][10:12, 20:30].any()  # 65535 row and 0 pixels
+    assert s["mask"].sum() == 47 * 64 - 20 and (s["depth"][~s["mask"]] == 0).all()
+    assert len(list(seven_scenes_mono_samples(root, kf_every=2, limit=2))) == 2
+
+
 def test_seven_scenes_test_split_and_missing_sequence(tmp_path):
     scene = tmp_path / "chess"
     write_seven_scenes_flat(scene / "seq-03", n=2)
@@ -186,3 +209,16 @@ def test_scannet1500_superglue_pair_list(tmp_path):
     (root / "scannet_test_pairs_with_gt.txt").write_text(line + "1 2 3\n")
     with pytest.raises(Tune3DError, match="line 1 has 25 fields"):
         read_scannet1500(root)
+
+
+def test_seven_scenes_mono_samples_on_the_shared_scene(seven_scenes):
+    from PIL import Image
+
+    from tune3d.data.benchmarks.pointmap_eval import seven_scenes_mono_samples
+
+    a, b = seven_scenes_mono_samples(seven_scenes, kf_every=20, limit=2)
+    raw = np.array(Image.open(seven_scenes / "frame-000020.depth.png"))
+    assert b["image"].shape == (480, 640, 3) and b["depth"].shape == (480, 640)
+    np.testing.assert_array_equal(b["mask"], (raw > 0) & (raw < 65535) & (raw <= 10000))  # frame 20
+    np.testing.assert_allclose(b["depth"][b["mask"]], raw[b["mask"]] / 1000.0, rtol=1e-6)
+    assert 0.3 < np.median(a["depth"][a["mask"]]) < 5.0  # a kitchen, in metres

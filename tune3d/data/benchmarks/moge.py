@@ -8,9 +8,9 @@ instance holds ``image.jpg``, ``depth.png`` and ``meta.json``:
   a legacy ``unit`` text field multiplies the result.
 - ``meta.json``: ``{"intrinsics": 3x3}`` normalised by the image size (``fx / W``, ``cx / W``, ...).
 
-A root may also be one dataset folder (it holds ``.index.txt`` itself). MoGe's evaluation also drops
-depth beyond 1000x the 1% quantile of valid depth; :func:`load_moge_instance` applies the same mask.
-MoGe warps every image to a fixed per-dataset viewport first; this reader keeps the original frame.
+A root may also be one dataset folder (it holds ``.index.txt`` itself). As MoGe's evaluation,
+:func:`load_moge_instance` warps a sample to its dataset's fixed viewport (``moge_viewport``) and then drops
+depth beyond 1000x the 1% quantile of valid depth.
 """
 
 from __future__ import annotations
@@ -133,11 +133,14 @@ def read_moge_intrinsics(path: str | Path, width: int, height: int) -> np.ndarra
     return np.diag([float(width), float(height), 1.0]) @ Kn
 
 
-def load_moge_instance(inst: MoGeInstance) -> dict:
+def load_moge_instance(inst: MoGeInstance, viewport: tuple[int, int] | None = None) -> dict:
     """``{"image": H,W,3 uint8, "depth": H,W float32 (0 = invalid), "mask": H,W bool, "K": 3x3 pixels}``.
 
-    Depth and image must have the same size; the mask keeps finite depth up to 1000x its 1% quantile.
+    Depth and image must have the same size. ``viewport`` (width, height): warp image, depth, mask and K
+    to it as MoGe's evaluation does (``MOGE_VIEWPORTS[dataset]``); None keeps the original frame. The
+    mask then keeps finite depth up to 1000x its 1% quantile.
     """
+    from tune3d.data.benchmarks.moge_viewport import warp_to_viewport
     from tune3d.data.sources import ImageFileSource
 
     image = ImageFileSource(inst.folder / "image.jpg").load()
@@ -149,6 +152,10 @@ def load_moge_instance(inst: MoGeInstance) -> dict:
         )
     K = read_moge_intrinsics(inst.folder / "meta.json", W, H)
     mask = np.isfinite(depth) & (depth > 0)
+    if viewport is not None:
+        w = warp_to_viewport(image, depth, mask, np.diag([1.0 / W, 1.0 / H, 1.0]) @ K, *viewport)
+        image, depth, mask = w["image"], w["depth"], w["mask"]
+        K = np.diag([float(viewport[0]), float(viewport[1]), 1.0]) @ w["Kn"]
     if mask.any():
         mask &= depth <= np.quantile(depth[mask], 0.01) * DROP_MAX_DEPTH
     depth = np.where(mask, depth, 0.0).astype(np.float32)

@@ -189,3 +189,13 @@ def load_eval_frame(frame: EvalFrame) -> tuple[np.ndarray, np.ndarray]:
     if image.shape[:2] != (H, W):
         image = np.asarray(Image.fromarray(image).resize((W, H), Image.Resampling.BILINEAR))
     return image, depth
+
+
+def seven_scenes_mono_samples(root: str | Path, kf_every: int = KF_EVERY, limit: int | None = None):
+    """Table 5's 7-Scenes keyframes (every ``kf_every`` of each test sequence) as single-image depth
+    samples: yields ``{"image": H,W,3 uint8, "depth": H,W float32 metres (0 = invalid), "mask": H,W bool}``
+    for the first ``limit`` keyframes over all sequences."""
+    frames = [f for seq in seven_scenes_sequences(root, kf_every) for f in seq.frames]
+    for frame in frames[:limit]:
+        image, depth = load_eval_frame(frame)
+        yield {"image": image, "depth": depth, "mask": depth > 0}

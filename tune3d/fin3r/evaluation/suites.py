@@ -56,6 +56,8 @@ FIN3R_SUITES: dict[str, Fin3rSuite] = {
                 "moge": "MoGe evaluation suite root (NYUv2/, KITTI/, ETH3D/, ... each with .index.txt)",
                 "nyuv2-depth": "NYUv2 toolbox layout (nyu_test.txt)",
                 "kitti-eigen": "KITTI Eigen toolbox layout (kitti_eigen_test.txt)",
+                "7scenes": "7-Scenes root, one scene with TestSplit.txt, or one flat sequence folder "
+                "(keyframes every --kf-every, as fin3r-table5)",
             },
             ("rel", "delta1"),
         ),
@@ -179,10 +181,17 @@ def _mono_samples(cell: Cell, settings: Fin3rSettings):
 
     if cell.key == "moge":
         from tune3d.data.benchmarks.moge import list_moge_instances, load_moge_instance, moge_dataset_folders
+        from tune3d.data.benchmarks.moge_viewport import MOGE_VIEWPORTS
 
         folder = moge_dataset_folders(cell.root)[cell.dataset]
+        viewport = MOGE_VIEWPORTS.get(cell.dataset)  # a dataset MoGe does not configure keeps its frames
         for inst in list_moge_instances(folder, cell.dataset)[: settings.limit]:
-            yield load_moge_instance(inst)
+            yield load_moge_instance(inst, viewport)
+        return
+    if cell.key == "7scenes":  # Table 5's test sequences and keyframes, each keyframe scored alone
+        from tune3d.data.benchmarks.pointmap_eval import seven_scenes_mono_samples
+
+        yield from seven_scenes_mono_samples(cell.root, settings.kf_every, settings.limit)
         return
     from tune3d.data.benchmarks import open_dataset
 
@@ -199,7 +208,10 @@ def _run_cell(suite: Fin3rSuite, cell: Cell, model, settings: Fin3rSettings) -> 
         from tune3d.fin3r.evaluation.mono_depth import evaluate_mono_depth
 
         max_depth = None
-        if cell.key != "moge":  # toolbox layouts: the dataset's depth range, as their probes use
+        if cell.key not in (
+            "moge",
+            "7scenes",
+        ):  # toolbox layouts: the dataset's depth range, as their probes use
             from tune3d.data.benchmarks import get_dataset_info
 
             max_depth = get_dataset_info(cell.key).max_depth
