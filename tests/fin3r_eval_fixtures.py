@@ -208,3 +208,104 @@ def write_eth3d_scene(root: Path, scene: str = "courtyard", n: int = 6, h: int =
         w2c = np.linalg.inv(_shift_c2w(i, 0.02))[:3]
         np.savez(cam_dir / name.replace("JPG", "npz"), intrinsics=K, extrinsics=w2c)
     return root
+
+
+def _rmvd_classes(dataset: str):
+    """Stand-ins for rmvd's sample classes (same module, class and attribute names), importable by
+    ``pickle.dumps`` while the context is open, so a test can write a sample list exactly as rmvd does."""
+    import contextlib
+    import sys
+    import types
+
+    from tune3d.data.benchmarks.robustmvd import RMVD_CLASSES
+
+    module, sample_cls, image_cls, depth_cls = RMVD_CLASSES[dataset]
+
+    class File:
+        def __init__(self, path):
+            self.path = path
+
+    class Sample:
+        def __init__(self, base, name):
+            self.base = base
+            self.name = name
+            self.data = {}
+
+    @contextlib.contextmanager
+    def installed():
+        mods = {n: types.ModuleType(n) for n in ("rmvd", "rmvd.data", module)}
+        for cname, base in ((sample_cls, Sample), (image_cls, File), (depth_cls, File)):
+            c = type(cname, (base,), {"__module__": module, "__qualname__": cname})
+            setattr(mods[module], cname, c)
+        saved = {n: sys.modules.get(n) for n in mods}
+        sys.modules.update(mods)
+        try:
+            yield mods[module]
+        finally:
+            for n, m in saved.items():
+                if m is None:
+                    sys.modules.pop(n, None)
+                else:
+                    sys.modules[n] = m
+
+    return installed()
+
+
+def write_robustmvd(
+    root: Path, dataset: str, scenes=("courtyard",), n_keys: int = 2, views: int = 4, h: int = 24, w: int = 32
+) -> Path:
+    """RobustMVD's ``eth3d`` / ``tanks_and_temples`` layout: frames + key-view depth per scene, and the
+    ``<dataset>.robustmvd.mvd.pickle`` sample list (key view at index 0, ``views - 1`` source views)."""
+    import pickle
+
+    rng = np.random.default_rng(3)
+    samples = []
+    with _rmvd_classes(dataset) as mod:
+        sample_cls, image_cls, depth_cls = (
+            getattr(mod, [n for n in dir(mod) if n.endswith(s)][0]) for s in ("Sample", "Image", "Depth")
+        )
+        for si, scene in enumerate(scenes):
+            n_frames = n_keys + views
+            if dataset == "eth3d":
+                img_dir, dep_dir = (
+                    root / scene / "images" / "dslr_images",
+                    root / scene / "ground_truth_depth" / "dslr_images",
+                )
+                names = [f"DSC_{200 + i:04d}.JPG" for i in range(n_frames)]
+            else:
+                img_dir, dep_dir = root / scene / "images", root / scene / "depth"
+                names = [f"{i:08d}.jpg" for i in range(n_frames)]
+            img_dir.mkdir(parents=True)
+            dep_dir.mkdir(parents=True)
+            for i, nm in enumerate(names):
+                _image(img_dir / nm, h, w, 100 * si + i)
+            for k in range(n_keys):
+                v, u = np.mgrid[0:h, 0:w]
+                depth = (2.0 + 0.05 * u + 0.03 * v + k).astype(np.float32)
+                depth[:2, :] = np.inf if dataset == "eth3d" else np.nan  # no ground truth there
+                if dataset == "eth3d":
+                    depth.astype("<f4").tofile(dep_dir / names[k])
+                    depth_rel = f"ground_truth_depth/dslr_images/{names[k]}"
+                else:
+                    np.savez(dep_dir / f"{k + 1:06d}.npz", depth)  # rmvd's T&T depth files are 1-based
+                    depth_rel = f"depth/{k + 1:06d}.npz"
+                views_idx = [k] + [j for j in range(n_frames) if j != k][: views - 1]
+                s = sample_cls(scene, f"{scene}/key{k:06d}")
+                rel = "images/dslr_images/" if dataset == "eth3d" else "images/"
+                K = np.array([[0.9 * w, 0, w / 2], [0, 0.9 * w, h / 2], [0, 0, 1]], np.float32)
+                s.data = {
+                    "images": [image_cls(rel + names[j]) for j in views_idx],
+                    "depth": depth_cls(depth_rel),
+                    "poses": [np.eye(4, dtype=np.float32)]
+                    + [
+                        np.block(
+                            [[np.eye(3), rng.normal(0, 0.1, (3, 1))], [np.zeros((1, 3)), np.ones((1, 1))]]
+                        ).astype(np.float32)
+                        for _ in views_idx[1:]
+                    ],
+                    "intrinsics": [K.copy() for _ in views_idx],
+                    "keyview_idx": 0,
+                }
+                samples.append(s)
+        (root / f"{dataset}.robustmvd.mvd.pickle").write_bytes(pickle.dumps(samples, protocol=4))
+    return root
