@@ -92,7 +92,7 @@ def benchmark_cmd(
     kf_every: int = typer.Option(
         20, "--kf-every", min=1, help="fin3r-table5 and fin3r-table1 7scenes: keyframe step."
     ),
-    niter: int = typer.Option(300, "--niter", min=0, help="fin3r-table3/5/6: global alignment iterations."),
+    niter: int = typer.Option(300, "--niter", min=0, help="fin3r-table3..6: global alignment iterations."),
     size: int | None = typer.Option(
         None, "--size", min=16, help="fin3r suites: model input long side / width [the model's own]."
     ),

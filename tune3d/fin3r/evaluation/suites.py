@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 PAPER_CSV = Path(__file__).with_name("paper_numbers.csv")
 CSV_COLUMNS = ("suite", "dataset", "task", "mode", "metric", "value", "paper")
+# Table 1's "seven benchmarks" as MoGe suite folder names (fin3r.md §2.1: inferred from MoGe's suite)
+PAPER_TABLE1_DATASETS = ("NYUv2", "KITTI", "ETH3D", "iBims-1", "DDAD", "DIODE", "HAMMER")
 
 
 @dataclass(frozen=True)
@@ -77,12 +79,17 @@ FIN3R_SUITES: dict[str, Fin3rSuite] = {
         ),
         Fin3rSuite(
             "fin3r-table4",
-            "Fin3R Table 4: video depth (rel = Abs Rel, delta1 in %; per-sequence scale, _ss scale+shift)",
+            "Fin3R Table 4: video / multi-view depth (rel = Abs Rel, delta1 in %; per-sequence (per-sample "
+            "on ETH3D / T&T) scale, _ss scale+shift)",
             "video-depth",
             {
                 "sintel": "MPI-Sintel training/{final,depth}",
                 "bonn": "Bonn RGB-D rgbd_bonn_<seq>/{rgb_110,depth_110}",
                 "kitti": "KITTI depth_selection/val_selection_cropped",
+                "eth3d": "RobustMVD ETH3D: <scene>/{images,ground_truth_depth}/dslr_images + "
+                "eth3d.robustmvd.mvd.pickle (rmvd's sample list; key view + 10 source views)",
+                "tanks_and_temples": "RobustMVD T&T: <scene>/{images,depth} + "
+                "tanks_and_temples.robustmvd.mvd.pickle (rmvd's sample list)",
             },
             ("rel", "delta1", "rel_ss", "delta1_ss", "rel_metric", "delta1_metric"),
         ),
@@ -232,6 +239,12 @@ def _run_cell(suite: Fin3rSuite, cell: Cell, model, settings: Fin3rSettings) -> 
         return evaluate_pointmaps(
             model, seqs, max_points=settings.max_points, niter=settings.niter, size=settings.size
         )
+    if suite.task == "video-depth" and cell.key in ("eth3d", "tanks_and_temples"):
+        from tune3d.data.benchmarks.robustmvd import robustmvd_samples
+        from tune3d.fin3r.evaluation.mvd_depth import evaluate_mvd_depth
+
+        samples = robustmvd_samples(cell.key, cell.root, settings.limit)
+        return evaluate_mvd_depth(model, samples, size=settings.size, niter=settings.niter)
     if suite.task == "video-depth":
         from tune3d.data.benchmarks.video_depth import video_depth_sequences
         from tune3d.fin3r.evaluation.video_depth import evaluate_video_depth
@@ -367,12 +380,15 @@ def _rows(suite: Fin3rSuite, family: str, cells: list[Cell], results: dict) -> l
     if suite.task == "mono-depth":  # Table 1's average over the datasets evaluated
         for mode in dict.fromkeys(c.mode for c in cells):
             done = [
-                results[c]["metrics"]
+                (c.dataset, results[c]["metrics"])
                 for c in cells
                 if c.mode == mode and results.get(c, {}).get("status") == "done"
             ]
             for metric in suite.metrics:
-                vals = [m[metric] for m in done if math.isfinite(m.get(metric, math.nan))]
+                scored = [(d, m[metric]) for d, m in done if math.isfinite(m.get(metric, math.nan))]
+                vals = [v for _, v in scored]
+                # the paper's average is over its seven datasets; beside any other set it would mislead
+                same = sorted(d for d, _ in scored) == sorted(PAPER_TABLE1_DATASETS)
                 rows.append(
                     {
                         "suite": suite.name,
@@ -381,7 +397,7 @@ def _rows(suite: Fin3rSuite, family: str, cells: list[Cell], results: dict) -> l
                         "mode": mode,
                         "metric": metric,
                         "value": sum(vals) / len(vals) if vals else None,
-                        "paper": paper_value(suite.name, "avg", family, mode, metric),
+                        "paper": paper_value(suite.name, "avg", family, mode, metric) if same else None,
                         "status": "done" if vals else "pending",
                         "error": "",
                     }
