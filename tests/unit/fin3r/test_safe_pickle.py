@@ -92,6 +92,13 @@ def test_numpy_arrays_and_scalars_decode(arr):
     np.testing.assert_array_equal(got, arr)
 
 
+def test_protocol2_arrays_decode():  # protocol 2 spells bytes as _codecs.encode(text, "latin1")
+    arr = np.arange(6, dtype=np.float32).reshape(2, 3)
+    got = parse_pickle_bytes(pickle.dumps([arr, b"\x00\xff"], protocol=2))
+    np.testing.assert_array_equal(got[0], arr)
+    assert got[0].dtype == np.float32 and got[1] == b"\x00\xff"
+
+
 def test_object_array_stays_inert():
     got = parse_pickle_bytes(pickle.dumps(np.array([{"x": 1}], dtype=object), protocol=4))
     assert isinstance(got, PickledObject) and got.name == "_reconstruct"

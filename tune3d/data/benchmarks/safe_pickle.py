@@ -8,6 +8,7 @@ and numpy arrays). ``pickle.load`` would import modules and call whatever the fi
 - a global (``GLOBAL`` / ``STACK_GLOBAL``) becomes a :class:`PickledGlobal` ``(module, name)`` record, and a
   call of it (``REDUCE`` / ``NEWOBJ``) plus its ``BUILD`` state a :class:`PickledObject`
   ``(module, name, args, state)`` record. Nothing is imported, looked up or called;
+- ``_codecs.encode(text, "latin1")`` (protocol 2's spelling of bytes) is rebuilt as those bytes;
 - numpy arrays and scalars are decoded from their known reconstruct forms only (``numpy[._]core.multiarray
   ._reconstruct(numpy.ndarray, (0,), b'b')`` + state ``(version, shape, dtype, is_fortran, raw bytes)``;
   ``...multiarray.scalar(dtype, raw bytes)``) with :func:`numpy.frombuffer`, for plain numeric / bool
@@ -282,6 +283,14 @@ def _scalar(rec: PickledObject) -> Any:
     return np.frombuffer(a[1], dtype=dt, count=1)[0]
 
 
+def _is_latin1_bytes(v: PickledObject) -> bool:
+    """``_codecs.encode(text, "latin1")``: how protocol 2 writes bytes; rebuilt here, not called."""
+    a = v.args
+    if not (len(a) == 2 and isinstance(a[0], str) and a[1] in ("latin1", "latin-1") and v.state is None):
+        return False
+    return all(ord(c) < 256 for c in a[0])
+
+
 def _finish(v: Any, seen: dict[int, Any]) -> Any:
     """Replace numpy reconstruct records by arrays / scalars, recursively (shared values stay shared)."""
     if isinstance(v, (list, dict, tuple, set, frozenset, PickledObject)):
@@ -306,13 +315,16 @@ def _finish(v: Any, seen: dict[int, Any]) -> Any:
         out = tuple(_finish(x, seen) for x in v)
         seen[id(v)] = out
         return out
-    if v.module in _NUMPY_CORE and v.name in ("_reconstruct", "scalar"):
-        decoded = _array(v) if v.name == "_reconstruct" else _scalar(v)
-        if decoded is not None:
-            seen[id(v)] = decoded
-            return decoded
+    if (v.module, v.name) == ("_codecs", "encode") and _is_latin1_bytes(v):  # protocol-2 bytes
+        seen[id(v)] = v.args[0].encode("latin1")
+        return seen[id(v)]
     out = PickledObject(v.module, v.name, kwargs=v.kwargs)
     seen[id(v)] = out
     out.args = _finish(v.args, seen)
     out.state = _finish(v.state, seen)
+    if v.module in _NUMPY_CORE and v.name in ("_reconstruct", "scalar"):  # decoded from finished parts
+        decoded = _array(out) if v.name == "_reconstruct" else _scalar(out)
+        if decoded is not None:
+            seen[id(v)] = decoded
+            return decoded
     return out
