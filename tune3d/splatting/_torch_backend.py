@@ -303,6 +303,38 @@ def _composite_chunk(
     return out, T_final
 
 
+def _composite_forward(
+    coef: Tensor, opa: Tensor, V: Tensor, nphi: Tensor, for_grad: bool
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """:class:`_Composite`'s forward: ``Y [T,P,Xv]``, the weights ``W [T,P,K]`` and, if ``for_grad``, what
+    the backward needs besides them: ``r = a / (1 - a)`` (0 where skipped or stopped) and the mask of
+    unclamped alphas (None when no alpha is clamped, the common case)."""
+    # In-place ops and thresholds instead of boolean masks: masked_fill / where are many times slower
+    # than arithmetic on CPU, and these [T,P,K] tensors are the whole cost.
+    nsig = torch.matmul(nphi, coef)  # [T,P,K] = -sigma
+    # sigma < 0 only arises from rounding at a Gaussian's centre: count it as 0 rather than skip the pair
+    alpha = nsig.clamp_max_(0.0).exp_().mul_(opa[:, None, :]).clamp_max_(MAX_ALPHA)
+    F.threshold_(alpha, _below(ALPHA_THRESHOLD, alpha.dtype), 0.0)  # alpha < 1/255 -> skipped
+    T, P, K = alpha.shape
+    # transmittance before and after each entry from one cumulative product over [1, 1 - a_1, ..., 1 - a_K]
+    trans = alpha.new_empty(T, P, K + 1)
+    trans[..., 0] = 1.0
+    torch.sub(alpha.new_ones(()), alpha, out=trans[..., 1:])
+    trans.cumprod_(-1)
+    T_excl, T_incl = trans[..., :-1], trans[..., 1:]
+    # Transmittance is non-increasing, so "stop before the first Gaussian whose next T <= 1e-4" is a mask,
+    # needed only where some pixel's final transmittance reached the stop.
+    if bool((trans[..., -1] <= TRANSMITTANCE_EPS).any()):
+        alpha.mul_(T_incl > TRANSMITTANCE_EPS)
+    r = unclamped = None
+    if for_grad:
+        if bool((alpha >= MAX_ALPHA).any()):
+            unclamped = alpha < MAX_ALPHA
+        r = alpha / (1.0 - alpha)
+    W = alpha.mul_(T_excl)
+    return torch.bmm(W, V), W, r, unclamped
+
+
 class _Composite(torch.autograd.Function):
     """Front-to-back compositing of a chunk of tiles with gsplat's analytic backward.
 
@@ -316,45 +348,31 @@ class _Composite(torch.autograd.Function):
     Backward (no recomputation of the forward): with ``g = dL/dW = G V^T``,
     ``dL/da_i = T_i g_i - (sum_{j>i} w_j g_j) / (1 - a_i)`` (the suffix sum is gsplat's back-to-front
     recurrence, here a reversed cumulative sum), then ``dL/dsigma = -a dL/da`` and ``dL/do = a dL/da / o``
-    where ``a`` is not clamped; the sums over a tile's pixels are one matmul with the monomials.
+    where ``a`` is not clamped; the sums over a tile's pixels are one matmul with the monomials. As
+    ``a T_i = w_i``, ``dL/d(-sigma) = r_i suffix_i - w_i g_i`` with ``r = a / (1 - a)`` kept from the forward.
     ``geo`` (optional channel indices of ``V``): only these channels' gradients reach the weights.
     """
 
     @staticmethod
     def forward(ctx, coef: Tensor, opa: Tensor, V: Tensor, nphi: Tensor, geo: Tensor | None) -> Tensor:
-        # In-place ops and thresholds instead of boolean masks: masked_fill / where are many times slower
-        # than arithmetic on CPU, and these [T,P,K] tensors are the whole cost.
-        nsig = torch.matmul(nphi, coef)  # [T,P,K] = -sigma
-        # sigma < 0 only arises from rounding at a Gaussian's centre: count it as 0 rather than skip the pair
-        alpha = nsig.clamp_max_(0.0).exp_().mul_(opa[:, None, :]).clamp_max_(MAX_ALPHA)
-        F.threshold_(alpha, _below(ALPHA_THRESHOLD, alpha.dtype), 0.0)  # alpha < 1/255 -> skipped
-        T_incl = torch.cumprod(1.0 - alpha, dim=-1)
-        # Transmittance is non-increasing, so "stop before the first Gaussian whose next T <= 1e-4" is a mask:
-        # 1 where T_incl > 1e-4 (then T_incl * 2e4 > 1), else 0.
-        keep = F.threshold(T_incl, TRANSMITTANCE_EPS, 0.0).mul_(2.0 / TRANSMITTANCE_EPS).clamp_max_(1.0)
-        alpha.mul_(keep)
-        T_excl = torch.cat([torch.ones_like(T_incl[..., :1]), T_incl[..., :-1]], dim=-1)
-        Y = torch.bmm(alpha * T_excl, V)
-        ctx.save_for_backward(alpha, T_excl, opa, V, nphi, geo)
+        Y, W, r, unclamped = _composite_forward(coef, opa, V, nphi, any(ctx.needs_input_grad[:2]))
+        ctx.save_for_backward(W, r, unclamped, opa, V, nphi, geo)
         return Y
 
     @staticmethod
     def backward(ctx, G: Tensor):
-        alpha, T_excl, opa, V, nphi, geo = ctx.saved_tensors
+        W, r, unclamped, opa, V, nphi, geo = ctx.saved_tensors
         need_coef, need_opa, need_v = ctx.needs_input_grad[:3]
-        W = alpha * T_excl
         dV = torch.bmm(W.transpose(1, 2), G) if need_v else None
         dcoef = dopa = None
         if need_coef or need_opa:
             Gg, Vg = (G, V) if geo is None else (G[..., geo], V[..., geo])
-            g = torch.bmm(Gg, Vg.transpose(1, 2))  # dL/dw [T,P,K]
-            prefix = torch.cumsum(W.mul_(g), dim=-1)
-            suffix = prefix[..., -1:].clone()
-            suffix = prefix.neg_().add_(suffix)  # total - prefix: sum over j > i of w_j g_j
-            da = g.mul_(T_excl).sub_(suffix.div_(1.0 - alpha))
-            # clamped (0.999) and skipped (0) alphas do not depend on the inputs; elsewhere -o exp(-sigma)
-            neg_a = F.threshold(alpha.neg(), -MAX_ALPHA, 0.0)
-            u_neg = da.mul_(neg_a)  # -dL/d(-sigma)
+            wg = torch.bmm(Gg, Vg.transpose(1, 2)).mul_(W)  # w_i dL/dw_i [T,P,K]
+            suffix = torch.cumsum(wg, dim=-1)
+            torch.sub(suffix[..., -1:].clone(), suffix, out=suffix)  # total - prefix: sum over j > i
+            u_neg = suffix.mul_(r).sub_(wg)  # dL/d(-sigma)
+            if unclamped is not None:  # clamped (0.999) alphas do not depend on the inputs
+                u_neg.mul_(unclamped)
             dcoef = torch.matmul(-nphi.transpose(-1, -2), u_neg)  # [T,6,K] = dL/dcoef
             if need_opa:  # dL/do = sum_p dL/d(-sigma) / o; the constant monomial's row is minus that sum
                 dopa = torch.where(opa > 0, -dcoef[:, 0] / opa.clamp_min(1e-30), 0.0)
@@ -609,7 +627,10 @@ def rasterize_to_pixels(
         if analytic:
             coef = _sigma_coefficients(_take(m2, gids), _take(con, gids), centre)
             nph = nphi if grid is None else grid.nphi[local]
-            Y = _Composite.apply(coef, _take(opa, gids), _take(col, gids), nph, geo)
+            if needs_grad:
+                Y = _Composite.apply(coef, _take(opa, gids), _take(col, gids), nph, geo)
+            else:
+                Y = _composite_forward(coef, _take(opa, gids), _take(col, gids), nph, False)[0]
             outs.append(Y[..., :X])
             Ts.append(1.0 - Y[..., X])
             continue
