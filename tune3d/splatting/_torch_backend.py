@@ -324,13 +324,15 @@ def _composite_forward(
     T_excl, T_incl = trans[..., :-1], trans[..., 1:]
     # Transmittance is non-increasing, so "stop before the first Gaussian whose next T <= 1e-4" is a mask,
     # needed only where some pixel's final transmittance reached the stop.
+    # 1 where T_incl > 1e-4 (then T_incl * 2e4 > 1), else 0 (thresholds beat boolean masks here, see above)
     if bool((trans[..., -1] <= TRANSMITTANCE_EPS).any()):
-        alpha.mul_(T_incl > TRANSMITTANCE_EPS)
+        alpha.mul_(F.threshold(T_incl, TRANSMITTANCE_EPS, 0.0).mul_(2.0 / TRANSMITTANCE_EPS).clamp_max_(1.0))
     r = unclamped = None
     if for_grad:
-        if bool((alpha >= MAX_ALPHA).any()):
-            unclamped = alpha < MAX_ALPHA
-        r = alpha / (1.0 - alpha)
+        if bool((opa >= MAX_ALPHA).any()):  # only such Gaussians can reach the 0.999 clamp
+            unclamped = (alpha < MAX_ALPHA).to(alpha.dtype)
+        r = torch.sub(alpha.new_ones(()), alpha)
+        r = torch.div(alpha, r, out=r)
     W = alpha.mul_(T_excl)
     return torch.bmm(W, V), W, r, unclamped
 
@@ -513,7 +515,7 @@ def _saturated_length(coef: Tensor, opa: Tensor, nphi: Tensor) -> Tensor:
     """
     alpha = torch.matmul(nphi, coef).clamp_max_(0.0).exp_().mul_(opa[:, None, :]).clamp_max_(MAX_ALPHA)
     F.threshold_(alpha, _below(ALPHA_THRESHOLD, alpha.dtype), 0.0)
-    T_incl = torch.cumprod(1.0 - alpha, dim=-1)
+    T_incl = torch.sub(alpha.new_ones(()), alpha, out=alpha).cumprod_(-1)  # in place: no new [T,P,K] buffers
     # T_incl falls along the list at every pixel, so its max over the tile's pixels does too
     return (T_incl.amax(dim=1) > 0.5 * TRANSMITTANCE_EPS).sum(-1)
 
