@@ -320,7 +320,7 @@ def _composite_forward(
     trans = alpha.new_empty(T, P, K + 1)
     trans[..., 0] = 1.0
     torch.sub(alpha.new_ones(()), alpha, out=trans[..., 1:])
-    trans.cumprod_(-1)
+    trans.view(-1, K + 1).cumprod_(-1)
     T_excl, T_incl = trans[..., :-1], trans[..., 1:]
     # Transmittance is non-increasing, so "stop before the first Gaussian whose next T <= 1e-4" is a mask,
     # needed only where some pixel's final transmittance reached the stop.
@@ -370,7 +370,8 @@ class _Composite(torch.autograd.Function):
         if need_coef or need_opa:
             Gg, Vg = (G, V) if geo is None else (G[..., geo], V[..., geo])
             wg = torch.bmm(Gg, Vg.transpose(1, 2)).mul_(W)  # w_i dL/dw_i [T,P,K]
-            suffix = torch.cumsum(wg, dim=-1)
+            # 2D: torch's CPU cumsum runs ~2x faster over a matrix's rows than along a 3D tensor's last dim
+            suffix = torch.cumsum(wg.view(-1, wg.shape[-1]), dim=-1).view_as(wg)
             torch.sub(suffix[..., -1:].clone(), suffix, out=suffix)  # total - prefix: sum over j > i
             u_neg = suffix.mul_(r).sub_(wg)  # dL/d(-sigma)
             if unclamped is not None:  # clamped (0.999) alphas do not depend on the inputs
@@ -515,7 +516,8 @@ def _saturated_length(coef: Tensor, opa: Tensor, nphi: Tensor) -> Tensor:
     """
     alpha = torch.matmul(nphi, coef).clamp_max_(0.0).exp_().mul_(opa[:, None, :]).clamp_max_(MAX_ALPHA)
     F.threshold_(alpha, _below(ALPHA_THRESHOLD, alpha.dtype), 0.0)
-    T_incl = torch.sub(alpha.new_ones(()), alpha, out=alpha).cumprod_(-1)  # in place: no new [T,P,K] buffers
+    T_incl = torch.sub(alpha.new_ones(()), alpha, out=alpha)  # in place: no new [T,P,K] buffers
+    T_incl.view(-1, T_incl.shape[-1]).cumprod_(-1)
     # T_incl falls along the list at every pixel, so its max over the tile's pixels does too
     return (T_incl.amax(dim=1) > 0.5 * TRANSMITTANCE_EPS).sum(-1)
 
