@@ -224,13 +224,14 @@ def isect_tiles(
     total = int(flat_counts.sum())
     gid = torch.repeat_interleave(torch.arange(C * N, device=device), flat_counts, output_size=total)
     starts = torch.cumsum(flat_counts, 0) - flat_counts
-    k = torch.arange(total, device=device) - starts[gid]
-    lo_f, span_f = lo.reshape(-1, 2)[gid], span.reshape(-1, 2)[gid]
+    k = torch.arange(total, device=device) - starts.index_select(0, gid)
+    # index_select: several times faster than advanced indexing on CPU
+    lo_f, span_f = lo.reshape(-1, 2).index_select(0, gid), span.reshape(-1, 2).index_select(0, gid)
     tx = lo_f[:, 0] + k % span_f[:, 0].clamp_min(1)
     ty = lo_f[:, 1] + k // span_f[:, 0].clamp_min(1)
 
     if conics is not None and opacities is not None:
-        mu = means2d.reshape(-1, 2)[gid]
+        mu = means2d.reshape(-1, 2).index_select(0, gid)
         if tile_bounds is None:
             box_lo = torch.stack([tx, ty], dim=-1).to(means2d.dtype) * tile_size + 0.5
             box_hi = box_lo + (tile_size - 1)
@@ -238,11 +239,14 @@ def isect_tiles(
             xb, yb = (b.to(means2d.dtype) + 0.5 for b in tile_bounds)
             box_lo = torch.stack([xb[tx, 0], yb[ty, 0]], dim=-1)
             box_hi = torch.stack([xb[tx, 1], yb[ty, 1]], dim=-1)
-        min_sigma = _min_sigma_over_boxes(box_lo - mu, box_hi - mu, conics.reshape(-1, 3)[gid])
+        min_sigma = _min_sigma_over_boxes(
+            box_lo - mu, box_hi - mu, conics.reshape(-1, 3).index_select(0, gid)
+        )
         # alpha >= 1/255  <=>  sigma <= log(255 o); the margin keeps pairs that rounding puts on the edge
-        s_max = torch.log(opacities.reshape(-1)[gid].clamp_min(1e-30) / ALPHA_THRESHOLD)
+        s_max = torch.log(opacities.reshape(-1).index_select(0, gid).clamp_min(1e-30) / ALPHA_THRESHOLD)
         keep = min_sigma <= s_max * (1 + 1e-3) + 1e-3
-        gid, tx, ty = gid[keep], tx[keep], ty[keep]
+        kept = keep.nonzero().squeeze(1)
+        gid, tx, ty = gid.index_select(0, kept), tx.index_select(0, kept), ty.index_select(0, kept)
         counts = torch.bincount(gid, minlength=C * N).reshape(C, N)
     cam = gid // N
     tile_ids = cam * n_tiles + ty * tile_width + tx
@@ -251,8 +255,8 @@ def isect_tiles(
     order = torch.argsort(depths, dim=1, stable=True)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(N, device=device).expand(C, N))
-    keys = tile_ids * N + rank.reshape(-1)[gid]
-    flatten_ids = gid[torch.argsort(keys)]
+    keys = tile_ids * N + rank.reshape(-1).index_select(0, gid)
+    flatten_ids = gid.index_select(0, torch.argsort(keys))
 
     tile_counts = torch.bincount(tile_ids, minlength=C * n_tiles)
     offsets = (torch.cumsum(tile_counts, 0) - tile_counts).reshape(C, tile_height, tile_width)
@@ -498,8 +502,9 @@ def _chunk_lists(
         centre = torch.stack([local % tile_width, local // tile_width], dim=-1).to(dtype) * tile_size
         centre = centre + 0.5 * tile_size
     slot = torch.arange(kmax, device=tids.device)
-    idx = torch.where(slot[None] < counts[tids][:, None], offsets[tids][:, None] + slot[None], pad)
-    return fids[idx], centre
+    n, start = counts.index_select(0, tids)[:, None], offsets.index_select(0, tids)[:, None]
+    idx = torch.where(slot[None] < n, start + slot[None], pad)
+    return _take(fids, idx), centre
 
 
 def _take(t: Tensor, ids: Tensor) -> Tensor:
@@ -652,8 +657,8 @@ def rasterize_to_pixels(
         Ts.append(T)
 
     inv = torch.argsort(order)
-    out = torch.cat(outs)[inv]  # [C*th*tw, P, X]
-    T = torch.cat(Ts)[inv]
+    out = torch.cat(outs).index_select(0, inv)  # [C*th*tw, P, X]; backward: index_add, not index_put
+    T = torch.cat(Ts).index_select(0, inv)
     if backgrounds is not None:
         bg = backgrounds.reshape(C, 1, 1, X).expand(C, tile_height * tile_width, 1, X).reshape(n_tiles, 1, X)
         out = out + T[..., None] * bg
