@@ -2,9 +2,10 @@
 
 The two variants run interleaved in one process (finetune step, bare step, finetune step, ...), so load
 drifts hit both alike; times are medians over the timed repetitions. One JSON line per measurement:
-- ``finetune_step``: render the latent (rasterizer), decode at the token grid's support and reduce targets
-  and masks (``load_ms``), then forward, masked L1, backward, clip, AdamW step (``train_ms``) through
-  :class:`tune3d.fit3d.finetune.Finetuner` (Accelerate), with no target cache: every step renders;
+- ``finetune_step``: render the latent (rasterizer) at the token grid's support pixels only, decode there
+  and reduce targets and masks (``load_ms``), then forward, masked L1, backward, clip, AdamW step
+  (``train_ms``) through :class:`tune3d.fit3d.finetune.Finetuner` (Accelerate), with no target cache: every
+  step renders;
 - ``finetune_step_cached``: the same steps with their targets already in the per-view target cache (a
   second epoch, or a rerun with ``--target-cache``): no rendering, only the image read;
 - ``finetune_step_prefetch``: the fine-tuning loop as ``tune3d finetune`` runs it (``prefetch``): the next
@@ -15,6 +16,9 @@ drifts hit both alike; times are medians over the timed repetitions. One JSON li
   backward, clip, AdamW step, no rendering, no Accelerate;
 - ``target_decode``: one view's decoder pass, full-resolution decode + bilinear reduction (the old way) vs
   decoding only at the token grid's support, and their max abs difference;
+- ``target_render``: one view's whole target (latent render, decode, mask), the full-frame render then
+  decoding at the support (the previous way) vs rendering only the support's rows x columns
+  (``render_grid_target``), interleaved, and their max abs differences (target, mask);
 - ``finetune_step_ratio``: median finetune step / median bare step (target <= 1.15), plus the cached
   ratio and the median of per-repetition paired ratios.
 Peak memory: ``torch.cuda.max_memory_allocated`` on GPU; process max RSS on CPU.
@@ -221,6 +225,39 @@ def main() -> None:
                     "support_ms": _ms(support_t),
                     "speedup": round(statistics.median(full_t) / statistics.median(support_t), 1),
                     "max_abs_diff": float((ref - got).abs().max()),
+                }
+            ),
+            flush=True,
+        )
+        # the whole target of one view: full-frame render (previous way) vs the support's pixel grid only
+        from tune3d.fit3d.targets import render_grid_target, valid_mask
+
+        def full_frame_target():
+            lat, alpha = render_latent(gs, viewmat, K, H, W, cfg.raster_backend, dev)
+            mask = reduce_to_grid(valid_mask(alpha, cfg.mask, cfg.alpha_threshold), grid)
+            return decode_at_grid(lat, gs.decoder, grid), mask
+
+        def grid_target():
+            return render_grid_target(
+                gs, viewmat, K, H, W, grid, cfg.raster_backend, dev, cfg.mask, cfg.alpha_threshold
+            )
+
+        frame_t, grid_t = [], []
+        for _ in range(3):
+            ref, t = timed(full_frame_target)
+            frame_t.append(t)
+            got, t = timed(grid_target)
+            grid_t.append(t)
+        print(
+            json.dumps(
+                {
+                    "name": "target_render",
+                    **common,
+                    "full_frame_ms": _ms(frame_t),
+                    "support_grid_ms": _ms(grid_t),
+                    "speedup": round(statistics.median(frame_t) / statistics.median(grid_t), 2),
+                    "max_abs_diff_target": float((ref[0] - got[0]).abs().max()),
+                    "max_abs_diff_mask": float((ref[1] - got[1]).abs().max()),
                 }
             ),
             flush=True,

@@ -93,3 +93,27 @@ def test_auto_picks_gsplat_on_cuda(gsplat_ok):
 
     assert resolve_backend("auto", "cuda") == "gsplat"
     assert resolve_backend("auto", "cpu") == "torch"
+
+
+def test_pixel_grid_on_both_backends(gsplat_ok):
+    """gsplat renders the full frame and gathers; the torch backend renders only the grid: same pixels."""
+    (means, quats, scales, opac, viewmats, Ks), width, height = _scene()
+    colors = torch.rand(
+        len(means), 16, device="cuda", generator=torch.Generator(device="cuda").manual_seed(3)
+    )
+    rows = torch.tensor([0, 1, 2, 3, 17, 18, 19, 20, 47], device="cuda")
+    cols = torch.tensor([5, 6, 7, 8, 40, 41, 42, 43, 63], device="cuda")
+    outs = {}
+    for backend in ("gsplat", "torch"):
+        full, full_a, _ = rasterize(
+            means, quats, scales, opac, colors, viewmats, Ks, width, height, backend=backend
+        )
+        out, alpha, _ = rasterize(
+            means, quats, scales, opac, colors, viewmats, Ks, width, height, backend=backend,
+            pixel_rows=rows, pixel_cols=cols,
+        )  # fmt: skip
+        assert out.shape == (2, len(rows), len(cols), 16)
+        torch.testing.assert_close(out, full[:, rows][:, :, cols], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(alpha, full_a[:, rows][:, :, cols], rtol=1e-5, atol=1e-5)
+        outs[backend] = out
+    torch.testing.assert_close(outs["gsplat"], outs["torch"], rtol=1e-4, atol=1e-4)

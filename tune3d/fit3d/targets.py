@@ -31,13 +31,15 @@ def render_latent(
     width: int,
     backend: str = "auto",
     device: str | torch.device | None = None,
+    pixels: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Latent render ``[C,D,H,W]`` and alpha ``[C,1,H,W]`` for ``C`` cameras, no autograd, no decoder.
 
     ``viewmat``: ``[4,4]``/``[C,4,4]`` world-to-camera (OpenCV); ``K``: ``[3,3]``/``[C,3,3]`` pixels. Only the
     latent channels are rasterized (no colour pass), with no background term, as in FiT3D. ``device``
     (default: where the Gaussians are) is where rendering happens; the Gaussians module is not moved, so a
-    CPU-cached scene can be rendered on the GPU.
+    CPU-cached scene can be rendered on the GPU. ``pixels``: ``(rows [R], cols [S])`` renders only that
+    product grid of the ``height x width`` image (``[C,D,R,S]``, ``[C,1,R,S]``; see ``rasterize``).
     """
     dev = gaussians.means.device if device is None else torch.device(device)
     viewmats = (viewmat[None] if viewmat.dim() == 2 else viewmat).to(dev, torch.float32)
@@ -55,6 +57,8 @@ def render_latent(
         width,
         height,
         backend=backend,
+        pixel_rows=None if pixels is None else pixels[0].to(dev),
+        pixel_cols=None if pixels is None else pixels[1].to(dev),
     )
     return latent.permute(0, 3, 1, 2), alpha.permute(0, 3, 1, 2)
 
@@ -82,12 +86,26 @@ def render_grid_target(
 ) -> tuple[Tensor, Tensor]:
     """Stage II target ``[C,width_vit,h,w]`` and mask ``[C,1,h,w]`` on the token grid ``(h, w)``.
 
-    Equal (to float rounding) to ``reduce_to_grid`` of the full :func:`render_target`, but the decoder runs
-    only where the bilinear reduction reads (:func:`decode_at_grid`).
+    Equal (to float rounding) to ``reduce_to_grid`` of the full :func:`render_target`, but the latent is
+    rendered only at the pixels a token reads (:func:`grid_support`: for patch 14 and FiT3D's 3x3 decoder,
+    4 rows x 4 columns per token, 8% of the image) and decoded only where the bilinear reduction reads
+    (:func:`decode_at_grid`). Decoders that are not a zero-padded 'same' conv, and grids not smaller than
+    the image, take the full render.
     """
-    latent, alpha = render_latent(gaussians, viewmat, K, height, width, backend, device)
-    feats = decode_at_grid(latent, gaussians.decoder, grid)
-    return feats, reduce_to_grid(valid_mask(alpha, mask, threshold), grid)
+    h, w = int(grid[0]), int(grid[1])
+    dec = gaussians.decoder
+    if dec is None or not support_decodable(dec) or h * w >= height * width:
+        latent, alpha = render_latent(gaussians, viewmat, K, height, width, backend, device)
+        feats = decode_at_grid(latent, dec, grid)
+        return feats, reduce_to_grid(valid_mask(alpha, mask, threshold), grid)
+    dev = gaussians.means.device if device is None else torch.device(device)
+    rows, cols = grid_support((height, width), (h, w), dec.kernel_size[0], dev)
+    latent, alpha = render_latent(gaussians, viewmat, K, height, width, backend, device, (rows, cols))
+    feats = decode_at_grid(latent, dec, grid, support=(rows, cols, height, width))
+    # the bilinear reduction reads only support pixels: a zero map holding them reduces bit for bit alike
+    m = alpha.new_zeros(alpha.shape[0], 1, height, width)
+    m[:, :, rows[:, None], cols[None, :]] = valid_mask(alpha, mask, threshold)
+    return feats, reduce_to_grid(m, grid)
 
 
 def decode_full(latent: Tensor, decoder: nn.Module) -> Tensor:
@@ -131,7 +149,32 @@ def bilinear_matrix(n_in: int, n_out: int, device: torch.device | str | None = N
     return out[:, 0, :, 0].T.contiguous()
 
 
-def decode_at_grid(latent: Tensor, decoder: nn.Module, grid: tuple[int, int]) -> Tensor:
+def _taps(n_in: int, n_out: int, device: torch.device | str | None) -> tuple[Tensor, Tensor]:
+    """Bilinear weights ``[n_out, n_in]`` and the input pixels any output reads (``[R]``, increasing)."""
+    m = bilinear_matrix(n_in, n_out, device)
+    return m, m.ne(0).any(0).nonzero().squeeze(1)
+
+
+def grid_support(
+    size: tuple[int, int], grid: tuple[int, int], k: int = 3, device: torch.device | str | None = None
+) -> tuple[Tensor, Tensor]:
+    """Pixel rows ``[R]`` and columns ``[S]`` (increasing) that the token-grid target reads: each bilinear tap
+    and its ``k // 2`` neighbours (the decoder's ``k x k`` conv), inside the ``(H, W)`` image. For 294x392
+    and patch 14 (21x28 tokens): 84 rows x 112 columns."""
+    out = []
+    for n_in, n_out in zip(size, grid):
+        _, taps = _taps(int(n_in), int(n_out), device)
+        near = taps[None, :] + torch.arange(-(k // 2), k // 2 + 1, device=taps.device)[:, None]
+        out.append(torch.unique(near.clamp(0, int(n_in) - 1)))
+    return out[0], out[1]
+
+
+def decode_at_grid(
+    latent: Tensor,
+    decoder: nn.Module,
+    grid: tuple[int, int],
+    support: tuple[Tensor, Tensor, int, int] | None = None,
+) -> Tensor:
     """``reduce_to_grid(decoder(latent), grid)`` without a full-map decode: ``[B,D,H,W]`` -> ``[B,C,h,w]``.
 
     Bilinear reduction reads two rows x two columns per token and a ``k x k`` conv reads a ``k x k``
@@ -140,23 +183,32 @@ def decode_at_grid(latent: Tensor, decoder: nn.Module, grid: tuple[int, int]) ->
     the reduction acts per channel, so they commute) and the conv weights are applied once per token:
     ``C * D * k^2`` multiply-adds per token instead of per pixel. Decoders that are not a zero-padded
     'same' conv, and grids not smaller than the image, take the full decode.
+
+    ``support = (rows, cols, H, W)``: ``latent [B,D,R,S]`` holds only those pixel rows/columns of an
+    ``H x W`` map, at least :func:`grid_support`'s (a support-decodable decoder is then required).
     """
     h, w = int(grid[0]), int(grid[1])
-    B, D, H, W = latent.shape
-    if not support_decodable(decoder) or h * w >= H * W:
+    B, D = latent.shape[:2]
+    H, W = latent.shape[-2:] if support is None else support[2:]
+    if support is None and (not support_decodable(decoder) or h * w >= H * W):
         return reduce_to_grid(decode_full(latent, decoder), (h, w))
+    if not support_decodable(decoder):
+        raise ValueError("decode_at_grid(support=...) needs a zero-padded 'same' conv decoder")
     dev, dt = latent.device, latent.dtype
     k = decoder.kernel_size[0]
     p = k // 2
-    my, mx = bilinear_matrix(H, h, dev).to(dt), bilinear_matrix(W, w, dev).to(dt)  # [h,H], [w,W]
-    rows = my.ne(0).any(0).nonzero().squeeze(1)  # pixels any token reads, [R] and [S]
-    cols = mx.ne(0).any(0).nonzero().squeeze(1)
+    (my, rows), (mx, cols) = _taps(H, h, dev), _taps(W, w, dev)  # [h,H], [w,W]; pixels any token reads
+    my, mx = my.to(dt), mx.to(dt)
     # the k rows/columns around each support pixel; out-of-image ones are the conv's zero padding
     ri = (rows[None, :] + torch.arange(-p, p + 1, device=dev)[:, None]).reshape(-1)
     ci = (cols[None, :] + torch.arange(-p, p + 1, device=dev)[:, None]).reshape(-1)
     inside = ((ri >= 0) & (ri < H)).to(dt)[:, None, None] * ((ci >= 0) & (ci < W)).to(dt)[None, :, None]
+    ri, ci = ri.clamp(0, H - 1), ci.clamp(0, W - 1)
+    if support is not None:  # pixel index -> position in the given rows / columns
+        ri = torch.searchsorted(support[0].to(dev), ri)
+        ci = torch.searchsorted(support[1].to(dev), ci)
     lat = latent.permute(0, 2, 3, 1)  # the rasterizer's own [B,H,W,D] layout: gathers copy whole vectors
-    block = lat.index_select(1, ri.clamp(0, H - 1)).index_select(2, ci.clamp(0, W - 1)) * inside
+    block = lat.index_select(1, ri).index_select(2, ci) * inside
     block = block.view(B, k, len(rows), k, len(cols), D)
     red = torch.einsum("hr,byrxsd->byxhsd", my[:, rows], block)
     red = torch.einsum("byxhsd,ws->bdyxhw", red, mx[:, cols])  # [B,D,k,k,h,w]

@@ -41,6 +41,9 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 22
 # Fastest measured tile edge on CPU (benchmarks/bench_rasterize.py --tile-sizes): 8x8 tiles pad each tile's
 # list to far fewer pixels than 16x16, while 4x4 tiles multiply the tile lists to sort and gather.
 DEFAULT_TILE_SIZE = 8
+# Tile edge (in selected rows/columns) for product-grid renders (pixel_rows/pixel_cols): stage II's grids are
+# 4x4 support blocks per token, so 4 keeps each tile's bounding box to one block.
+DEFAULT_GRID_TILE_SIZE = 4
 # A chunk of tiles only takes tiles whose list is at least this share of its longest (padding waste <= 25%).
 CHUNK_FILL = 0.75
 
@@ -175,6 +178,7 @@ def isect_tiles(
     tile_height: int,
     conics: Tensor | None = None,
     opacities: Tensor | None = None,
+    tile_bounds: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Tile/Gaussian intersections like gsplat's ``isect_tiles`` + ``isect_offset_encode`` (unpacked).
 
@@ -186,17 +190,32 @@ def isect_tiles(
     is kept only if the ellipse ``alpha >= 1/255`` (``sigma <= log(255 o)``) reaches the box spanned by its
     pixel centres, so an elongated or faint Gaussian is not listed in tiles its box merely grazes. Pixels
     outside that ellipse are skipped by the compositing anyway, so the image is unchanged.
+
+    ``tile_bounds`` (product-grid tiles, see :class:`PixelGrid`): the first and last pixel index ``[n,2]`` of
+    each tile column (x) and tile row (y); a tile then covers the pixel squares from its first to its last
+    pixel, and a Gaussian is listed where its bounding box overlaps that region, as for uniform tiles.
     """
     C, N = depths.shape
     device = depths.device
     n_tiles = tile_width * tile_height
-    r = radii.to(means2d.dtype) / tile_size
-    txy = means2d / tile_size
-    lo = torch.floor(txy - r)
-    hi = torch.ceil(txy + r)
-    lim = torch.tensor([tile_width, tile_height], device=device, dtype=means2d.dtype)
-    lo = torch.minimum(lo.clamp_min(0), lim).long()
-    hi = torch.minimum(hi.clamp_min(0), lim).long()
+    if tile_bounds is None:
+        r = radii.to(means2d.dtype) / tile_size
+        txy = means2d / tile_size
+        lo = torch.floor(txy - r)
+        hi = torch.ceil(txy + r)
+        lim = torch.tensor([tile_width, tile_height], device=device, dtype=means2d.dtype)
+        lo = torch.minimum(lo.clamp_min(0), lim).long()
+        hi = torch.minimum(hi.clamp_min(0), lim).long()
+    else:  # the uniform case's floor/ceil, over tiles of any extent: overlapped tiles are contiguous
+        r = radii.to(means2d.dtype)
+        los, his = [], []
+        for axis, b in enumerate(tile_bounds):
+            b = b.to(means2d.dtype)
+            v_lo = (means2d[..., axis] - r[..., axis]).contiguous()
+            v_hi = (means2d[..., axis] + r[..., axis]).contiguous()
+            los.append(torch.searchsorted(b[:, 1].contiguous() + 1, v_lo, right=True))  # tiles ending <= lo
+            his.append(torch.searchsorted(b[:, 0].contiguous(), v_hi))  # tiles starting < hi
+        lo, hi = torch.stack(los, dim=-1), torch.stack(his, dim=-1)
     span = (hi - lo).clamp_min(0)
     valid = (radii > 0).all(dim=-1)
     counts = torch.where(valid, span[..., 0] * span[..., 1], 0)  # [C,N]
@@ -205,21 +224,29 @@ def isect_tiles(
     total = int(flat_counts.sum())
     gid = torch.repeat_interleave(torch.arange(C * N, device=device), flat_counts, output_size=total)
     starts = torch.cumsum(flat_counts, 0) - flat_counts
-    k = torch.arange(total, device=device) - starts[gid]
-    lo_f, span_f = lo.reshape(-1, 2)[gid], span.reshape(-1, 2)[gid]
+    k = torch.arange(total, device=device) - starts.index_select(0, gid)
+    # index_select: several times faster than advanced indexing on CPU
+    lo_f, span_f = lo.reshape(-1, 2).index_select(0, gid), span.reshape(-1, 2).index_select(0, gid)
     tx = lo_f[:, 0] + k % span_f[:, 0].clamp_min(1)
     ty = lo_f[:, 1] + k // span_f[:, 0].clamp_min(1)
 
     if conics is not None and opacities is not None:
-        txy_i = torch.stack([tx, ty], dim=-1).to(means2d.dtype) * tile_size
-        mu = means2d.reshape(-1, 2)[gid]
+        mu = means2d.reshape(-1, 2).index_select(0, gid)
+        if tile_bounds is None:
+            box_lo = torch.stack([tx, ty], dim=-1).to(means2d.dtype) * tile_size + 0.5
+            box_hi = box_lo + (tile_size - 1)
+        else:  # the box spanned by the tile's pixel centres
+            xb, yb = (b.to(means2d.dtype) + 0.5 for b in tile_bounds)
+            box_lo = torch.stack([xb[tx, 0], yb[ty, 0]], dim=-1)
+            box_hi = torch.stack([xb[tx, 1], yb[ty, 1]], dim=-1)
         min_sigma = _min_sigma_over_boxes(
-            txy_i + 0.5 - mu, txy_i + (tile_size - 0.5) - mu, conics.reshape(-1, 3)[gid]
+            box_lo - mu, box_hi - mu, conics.reshape(-1, 3).index_select(0, gid)
         )
         # alpha >= 1/255  <=>  sigma <= log(255 o); the margin keeps pairs that rounding puts on the edge
-        s_max = torch.log(opacities.reshape(-1)[gid].clamp_min(1e-30) / ALPHA_THRESHOLD)
+        s_max = torch.log(opacities.reshape(-1).index_select(0, gid).clamp_min(1e-30) / ALPHA_THRESHOLD)
         keep = min_sigma <= s_max * (1 + 1e-3) + 1e-3
-        gid, tx, ty = gid[keep], tx[keep], ty[keep]
+        kept = keep.nonzero().squeeze(1)
+        gid, tx, ty = gid.index_select(0, kept), tx.index_select(0, kept), ty.index_select(0, kept)
         counts = torch.bincount(gid, minlength=C * N).reshape(C, N)
     cam = gid // N
     tile_ids = cam * n_tiles + ty * tile_width + tx
@@ -228,8 +255,8 @@ def isect_tiles(
     order = torch.argsort(depths, dim=1, stable=True)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(N, device=device).expand(C, N))
-    keys = tile_ids * N + rank.reshape(-1)[gid]
-    flatten_ids = gid[torch.argsort(keys)]
+    keys = tile_ids * N + rank.reshape(-1).index_select(0, gid)
+    flatten_ids = gid.index_select(0, torch.argsort(keys))
 
     tile_counts = torch.bincount(tile_ids, minlength=C * n_tiles)
     offsets = (torch.cumsum(tile_counts, 0) - tile_counts).reshape(C, tile_height, tile_width)
@@ -280,58 +307,80 @@ def _composite_chunk(
     return out, T_final
 
 
+def _composite_forward(
+    coef: Tensor, opa: Tensor, V: Tensor, nphi: Tensor, for_grad: bool
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """:class:`_Composite`'s forward: ``Y [T,P,Xv]``, the weights ``W [T,P,K]`` and, if ``for_grad``, what
+    the backward needs besides them: ``r = a / (1 - a)`` (0 where skipped or stopped) and the mask of
+    unclamped alphas (None when no alpha is clamped, the common case)."""
+    # In-place ops and thresholds instead of boolean masks: masked_fill / where are many times slower
+    # than arithmetic on CPU, and these [T,P,K] tensors are the whole cost.
+    nsig = torch.matmul(nphi, coef)  # [T,P,K] = -sigma
+    # sigma < 0 only arises from rounding at a Gaussian's centre: count it as 0 rather than skip the pair
+    alpha = nsig.clamp_max_(0.0).exp_().mul_(opa[:, None, :]).clamp_max_(MAX_ALPHA)
+    F.threshold_(alpha, _below(ALPHA_THRESHOLD, alpha.dtype), 0.0)  # alpha < 1/255 -> skipped
+    T, P, K = alpha.shape
+    # transmittance before and after each entry from one cumulative product over [1, 1 - a_1, ..., 1 - a_K]
+    trans = alpha.new_empty(T, P, K + 1)
+    trans[..., 0] = 1.0
+    torch.sub(alpha.new_ones(()), alpha, out=trans[..., 1:])
+    trans.view(-1, K + 1).cumprod_(-1)
+    T_excl, T_incl = trans[..., :-1], trans[..., 1:]
+    # Transmittance is non-increasing, so "stop before the first Gaussian whose next T <= 1e-4" is a mask,
+    # needed only where some pixel's final transmittance reached the stop.
+    # 1 where T_incl > 1e-4 (then T_incl * 2e4 > 1), else 0 (thresholds beat boolean masks here, see above)
+    if bool((trans[..., -1] <= TRANSMITTANCE_EPS).any()):
+        alpha.mul_(F.threshold(T_incl, TRANSMITTANCE_EPS, 0.0).mul_(2.0 / TRANSMITTANCE_EPS).clamp_max_(1.0))
+    r = unclamped = None
+    if for_grad:
+        if bool((opa >= MAX_ALPHA).any()):  # only such Gaussians can reach the 0.999 clamp
+            unclamped = (alpha < MAX_ALPHA).to(alpha.dtype)
+        r = torch.sub(alpha.new_ones(()), alpha)
+        r = torch.div(alpha, r, out=r)
+    W = alpha.mul_(T_excl)
+    return torch.bmm(W, V), W, r, unclamped
+
+
 class _Composite(torch.autograd.Function):
     """Front-to-back compositing of a chunk of tiles with gsplat's analytic backward.
 
     Inputs: ``coef [T,6,K]`` (per tile list entry, the quadratic ``sigma(q) = coef . (1, qx, qy, qx^2, qx qy,
     qy^2)`` in tile-local pixel coordinates ``q``), ``opa [T,K]`` (0 on padding slots), values ``V [T,K,Xv]``
-    and ``nphi [P,6]`` (minus the monomials at the tile's pixel centres). Output ``Y [T,P,Xv] = W V`` with
+    and ``nphi [P,6]`` (minus the monomials at the tile's pixel centres; ``[T,P,6]`` for product-grid tiles,
+    whose pixels differ from tile to tile). Output ``Y [T,P,Xv] = W V`` with
     weights ``w_i = a_i prod_{j<i} (1 - a_j)`` and ``a = min(0.999, o exp(-sigma))`` under gsplat's skip
     (``sigma < 0`` or ``a < 1/255``) and stop (transmittance after the Gaussian ``<= 1e-4``) rules.
 
     Backward (no recomputation of the forward): with ``g = dL/dW = G V^T``,
     ``dL/da_i = T_i g_i - (sum_{j>i} w_j g_j) / (1 - a_i)`` (the suffix sum is gsplat's back-to-front
     recurrence, here a reversed cumulative sum), then ``dL/dsigma = -a dL/da`` and ``dL/do = a dL/da / o``
-    where ``a`` is not clamped; the sums over a tile's pixels are one matmul with the monomials.
+    where ``a`` is not clamped; the sums over a tile's pixels are one matmul with the monomials. As
+    ``a T_i = w_i``, ``dL/d(-sigma) = r_i suffix_i - w_i g_i`` with ``r = a / (1 - a)`` kept from the forward.
     ``geo`` (optional channel indices of ``V``): only these channels' gradients reach the weights.
     """
 
     @staticmethod
     def forward(ctx, coef: Tensor, opa: Tensor, V: Tensor, nphi: Tensor, geo: Tensor | None) -> Tensor:
-        # In-place ops and thresholds instead of boolean masks: masked_fill / where are many times slower
-        # than arithmetic on CPU, and these [T,P,K] tensors are the whole cost.
-        nsig = torch.matmul(nphi, coef)  # [T,P,K] = -sigma
-        # sigma < 0 only arises from rounding at a Gaussian's centre: count it as 0 rather than skip the pair
-        alpha = nsig.clamp_max_(0.0).exp_().mul_(opa[:, None, :]).clamp_max_(MAX_ALPHA)
-        F.threshold_(alpha, _below(ALPHA_THRESHOLD, alpha.dtype), 0.0)  # alpha < 1/255 -> skipped
-        T_incl = torch.cumprod(1.0 - alpha, dim=-1)
-        # Transmittance is non-increasing, so "stop before the first Gaussian whose next T <= 1e-4" is a mask:
-        # 1 where T_incl > 1e-4 (then T_incl * 2e4 > 1), else 0.
-        keep = F.threshold(T_incl, TRANSMITTANCE_EPS, 0.0).mul_(2.0 / TRANSMITTANCE_EPS).clamp_max_(1.0)
-        alpha.mul_(keep)
-        T_excl = torch.cat([torch.ones_like(T_incl[..., :1]), T_incl[..., :-1]], dim=-1)
-        Y = torch.bmm(alpha * T_excl, V)
-        ctx.save_for_backward(alpha, T_excl, opa, V, nphi, geo)
+        Y, W, r, unclamped = _composite_forward(coef, opa, V, nphi, any(ctx.needs_input_grad[:2]))
+        ctx.save_for_backward(W, r, unclamped, opa, V, nphi, geo)
         return Y
 
     @staticmethod
     def backward(ctx, G: Tensor):
-        alpha, T_excl, opa, V, nphi, geo = ctx.saved_tensors
+        W, r, unclamped, opa, V, nphi, geo = ctx.saved_tensors
         need_coef, need_opa, need_v = ctx.needs_input_grad[:3]
-        W = alpha * T_excl
         dV = torch.bmm(W.transpose(1, 2), G) if need_v else None
         dcoef = dopa = None
         if need_coef or need_opa:
             Gg, Vg = (G, V) if geo is None else (G[..., geo], V[..., geo])
-            g = torch.bmm(Gg, Vg.transpose(1, 2))  # dL/dw [T,P,K]
-            prefix = torch.cumsum(W.mul_(g), dim=-1)
-            suffix = prefix[..., -1:].clone()
-            suffix = prefix.neg_().add_(suffix)  # total - prefix: sum over j > i of w_j g_j
-            da = g.mul_(T_excl).sub_(suffix.div_(1.0 - alpha))
-            # clamped (0.999) and skipped (0) alphas do not depend on the inputs; elsewhere -o exp(-sigma)
-            neg_a = F.threshold(alpha.neg(), -MAX_ALPHA, 0.0)
-            u_neg = da.mul_(neg_a)  # -dL/d(-sigma)
-            dcoef = torch.matmul(-nphi.transpose(0, 1), u_neg)  # [T,6,K] = dL/dcoef
+            wg = torch.bmm(Gg, Vg.transpose(1, 2)).mul_(W)  # w_i dL/dw_i [T,P,K]
+            # 2D: torch's CPU cumsum runs ~2x faster over a matrix's rows than along a 3D tensor's last dim
+            suffix = torch.cumsum(wg.view(-1, wg.shape[-1]), dim=-1).view_as(wg)
+            torch.sub(suffix[..., -1:].clone(), suffix, out=suffix)  # total - prefix: sum over j > i
+            u_neg = suffix.mul_(r).sub_(wg)  # dL/d(-sigma)
+            if unclamped is not None:  # clamped (0.999) alphas do not depend on the inputs
+                u_neg.mul_(unclamped)
+            dcoef = torch.matmul(-nphi.transpose(-1, -2), u_neg)  # [T,6,K] = dL/dcoef
             if need_opa:  # dL/do = sum_p dL/d(-sigma) / o; the constant monomial's row is minus that sum
                 dopa = torch.where(opa > 0, -dcoef[:, 0] / opa.clamp_min(1e-30), 0.0)
         return dcoef, dopa, dV, None, None
@@ -366,6 +415,55 @@ def _sigma_coefficients(mu: Tensor, con: Tensor, centre: Tensor) -> Tensor:
     return torch.stack([const, -lin_x, -lin_y, ha, b, hc], dim=1)
 
 
+class PixelGrid:
+    """Product-grid tiles: the pixels ``pixel_rows x pixel_cols`` of an image, in groups of ``tile_size``
+    consecutive selected rows by ``tile_size`` consecutive selected columns (the last group of each axis is
+    padded by repeating its last pixel; those outputs are cropped).
+
+    ``rows [R]``, ``cols [S]``: strictly increasing pixel indices (pixel centres at index + 0.5). Holds per
+    tile ``bounds`` (first/last pixel of each tile column and tile row, for :func:`isect_tiles`), ``centre
+    [tiles,2]``, pixel centres ``pix [tiles,P,2]`` and minus their tile-local monomials ``nphi [tiles,P,6]``
+    (as :func:`_tile_monomials`), tiles in row-major order like uniform tiles.
+    """
+
+    def __init__(self, rows: Tensor, cols: Tensor, tile_size: int, dtype: torch.dtype) -> None:
+        ts = tile_size
+        axes = []
+        for p in (cols, rows):
+            n = math.ceil(p.numel() / ts)
+            idx = torch.arange(n * ts, device=p.device).clamp_max(p.numel() - 1)
+            per_tile = p[idx].view(n, ts)
+            axes.append((per_tile.to(dtype) + 0.5, torch.stack([per_tile[:, 0], per_tile[:, -1]], dim=-1)))
+        (xs, xb), (ys, yb) = axes
+        self.tile_width, self.tile_height = xs.shape[0], ys.shape[0]
+        self.height, self.width = rows.numel(), cols.numel()
+        self.bounds = (xb, yb)
+        th, tw = self.tile_height, self.tile_width
+        px = xs.view(1, tw, 1, ts).expand(th, tw, ts, ts)
+        py = ys.view(th, 1, ts, 1).expand(th, tw, ts, ts)
+        self.pix = torch.stack([px, py], dim=-1).reshape(th * tw, ts * ts, 2)
+        cx = 0.5 * (xb[:, 0] + xb[:, 1]).to(dtype) + 0.5
+        cy = 0.5 * (yb[:, 0] + yb[:, 1]).to(dtype) + 0.5
+        self.centre = torch.stack([cx.view(1, tw).expand(th, tw), cy.view(th, 1).expand(th, tw)], dim=-1)
+        self.centre = self.centre.reshape(th * tw, 2)
+        qx, qy = (self.pix - self.centre[:, None]).unbind(-1)
+        self.nphi = -torch.stack([torch.ones_like(qx), qx, qy, qx * qx, qx * qy, qy * qy], dim=-1)
+
+
+def check_pixel_grid(pixel_rows: Tensor | None, pixel_cols: Tensor | None, width: int, height: int) -> None:
+    """Raise ``ValueError`` unless both are None or both are 1D, non-empty, strictly increasing integer
+    pixel indices inside the ``height x width`` image (rows) / (columns)."""
+    if pixel_rows is None and pixel_cols is None:
+        return
+    if pixel_rows is None or pixel_cols is None:
+        raise ValueError("pixel_rows and pixel_cols must be given together")
+    for name, p, n in (("pixel_rows", pixel_rows, height), ("pixel_cols", pixel_cols, width)):
+        if p.dim() != 1 or p.numel() == 0 or p.dtype.is_floating_point or p.dtype == torch.bool:
+            raise ValueError(f"{name} must be a non-empty 1D integer tensor, got {p.dtype} {tuple(p.shape)}")
+        if bool((p[1:] <= p[:-1]).any()) or int(p[0]) < 0 or int(p[-1]) >= n:
+            raise ValueError(f"{name} must be strictly increasing pixel indices in [0, {n})")
+
+
 def plan_chunks(sorted_counts: list[int], pixels: int, chunk_elements: int) -> list[tuple[int, int, int]]:
     """Split tiles sorted by descending list length into ``(start, end, kmax)`` chunks.
 
@@ -394,14 +492,19 @@ def _chunk_lists(
     tile_width: int,
     tile_height: int,
     dtype: torch.dtype,
+    grid: PixelGrid | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Padded Gaussian lists ``gids [T,kmax]`` (slot ``pad``: the dummy row) and tile centres ``[T,2]``."""
     local = tids % (tile_height * tile_width)
-    centre = torch.stack([local % tile_width, local // tile_width], dim=-1).to(dtype) * tile_size
-    centre = centre + 0.5 * tile_size
+    if grid is not None:
+        centre = grid.centre[local]
+    else:
+        centre = torch.stack([local % tile_width, local // tile_width], dim=-1).to(dtype) * tile_size
+        centre = centre + 0.5 * tile_size
     slot = torch.arange(kmax, device=tids.device)
-    idx = torch.where(slot[None] < counts[tids][:, None], offsets[tids][:, None] + slot[None], pad)
-    return fids[idx], centre
+    n, start = counts.index_select(0, tids)[:, None], offsets.index_select(0, tids)[:, None]
+    idx = torch.where(slot[None] < n, start + slot[None], pad)
+    return _take(fids, idx), centre
 
 
 def _take(t: Tensor, ids: Tensor) -> Tensor:
@@ -418,7 +521,8 @@ def _saturated_length(coef: Tensor, opa: Tensor, nphi: Tensor) -> Tensor:
     """
     alpha = torch.matmul(nphi, coef).clamp_max_(0.0).exp_().mul_(opa[:, None, :]).clamp_max_(MAX_ALPHA)
     F.threshold_(alpha, _below(ALPHA_THRESHOLD, alpha.dtype), 0.0)
-    T_incl = torch.cumprod(1.0 - alpha, dim=-1)
+    T_incl = torch.sub(alpha.new_ones(()), alpha, out=alpha)  # in place: no new [T,P,K] buffers
+    T_incl.view(-1, T_incl.shape[-1]).cumprod_(-1)
     # T_incl falls along the list at every pixel, so its max over the tile's pixels does too
     return (T_incl.amax(dim=1) > 0.5 * TRANSMITTANCE_EPS).sum(-1)
 
@@ -435,11 +539,12 @@ def cut_saturated_lists(
     tile_width: int,
     tile_height: int,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    grid: PixelGrid | None = None,
 ) -> Tensor:
     """Per-tile list lengths ``[tiles]`` cut by :func:`_saturated_length` (never longer than ``counts``).
 
     ``fids [M+1]`` ends with the index of the dummy row (opacity 0) that ``means2d``, ``conics`` and
-    ``opacities`` (flattened ``[CN+1,...]``) carry last.
+    ``opacities`` (flattened ``[CN+1,...]``) carry last. ``grid``: product-grid tiles (:class:`PixelGrid`).
     """
     pad = fids.numel() - 1  # fids[-1] points at the dummy row
     P = tile_size * tile_size
@@ -449,10 +554,11 @@ def cut_saturated_lists(
     for s, e, kmax in plan_chunks(counts[order].tolist(), P, chunk_elements):
         tids = order[s:e]
         gids, centre = _chunk_lists(
-            tids, kmax, counts, offsets, fids, pad, tile_size, tile_width, tile_height, means2d.dtype
+            tids, kmax, counts, offsets, fids, pad, tile_size, tile_width, tile_height, means2d.dtype, grid
         )
         coef = _sigma_coefficients(_take(means2d, gids), _take(conics, gids), centre)
-        counts[tids] = torch.minimum(counts[tids], _saturated_length(coef, _take(opacities, gids), nphi))
+        nph = nphi if grid is None else grid.nphi[tids % (tile_height * tile_width)]
+        counts[tids] = torch.minimum(counts[tids], _saturated_length(coef, _take(opacities, gids), nph))
     return counts
 
 
@@ -470,11 +576,14 @@ def rasterize_to_pixels(
     geo_channels: Tensor | None = None,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
     compositing: str = "analytic",
+    grid: PixelGrid | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Composite ``[C,N,...]`` projected Gaussians into ``[C,H,W,X]`` colours and ``[C,H,W,1]`` alphas.
 
     ``compositing``: ``"analytic"`` (default; :class:`_Composite`, hand-written backward, nothing
     recomputed) or ``"autograd"`` (plain autograd, chunks under activation checkpointing; the test oracle).
+    ``grid``: evaluate only at a product grid of pixels (:class:`PixelGrid`, whose tiles ``isect_offsets``
+    must index); the outputs are then ``[C,R,S,...]`` and ``width``/``height`` are ignored.
     """
     if compositing not in ("analytic", "autograd"):
         raise ValueError(f"compositing must be 'analytic' or 'autograd', got {compositing!r}")
@@ -509,7 +618,7 @@ def rasterize_to_pixels(
     if analytic:  # cut every tile's list where all its pixels are saturated
         geom = (m2.detach(), con.detach(), opa.detach())
         counts = cut_saturated_lists(
-            counts, offsets, fids, *geom, tile_size, tile_width, tile_height, chunk_elements
+            counts, offsets, fids, *geom, tile_size, tile_width, tile_height, chunk_elements, grid
         )
     order = torch.argsort(counts, descending=True, stable=True)
     chunks = plan_chunks(counts[order].tolist(), P, chunk_elements)
@@ -521,16 +630,24 @@ def rasterize_to_pixels(
     for s, e, kmax in chunks:
         tids = order[s:e]
         gids, centre = _chunk_lists(
-            tids, kmax, counts, offsets, fids, M, tile_size, tile_width, tile_height, dtype
+            tids, kmax, counts, offsets, fids, M, tile_size, tile_width, tile_height, dtype, grid
         )
+        local = None if grid is None else tids % (tile_height * tile_width)
         if analytic:
             coef = _sigma_coefficients(_take(m2, gids), _take(con, gids), centre)
-            Y = _Composite.apply(coef, _take(opa, gids), _take(col, gids), nphi, geo)
+            nph = nphi if grid is None else grid.nphi[local]
+            if needs_grad:
+                Y = _Composite.apply(coef, _take(opa, gids), _take(col, gids), nph, geo)
+            else:
+                Y = _composite_forward(coef, _take(opa, gids), _take(col, gids), nph, False)[0]
             outs.append(Y[..., :X])
             Ts.append(1.0 - Y[..., X])
             continue
         slot_ok = torch.arange(kmax, device=device)[None] < counts[tids][:, None]
-        pix = (centre - 0.5 * tile_size)[:, None, :] + px_in_tile[None]  # [T,P,2]
+        if grid is None:
+            pix = (centre - 0.5 * tile_size)[:, None, :] + px_in_tile[None]  # [T,P,2]
+        else:
+            pix = grid.pix[local]
         args = (m2, con, opa, col, gids, slot_ok, pix, geo_channels)
         if needs_grad and len(chunks) > 1:
             out, T = checkpoint(_composite_chunk, *args, use_reentrant=False)
@@ -540,11 +657,14 @@ def rasterize_to_pixels(
         Ts.append(T)
 
     inv = torch.argsort(order)
-    out = torch.cat(outs)[inv]  # [C*th*tw, P, X]
-    T = torch.cat(Ts)[inv]
+    out = torch.cat(outs).index_select(0, inv)  # [C*th*tw, P, X]; backward: index_add, not index_put
+    T = torch.cat(Ts).index_select(0, inv)
     if backgrounds is not None:
         bg = backgrounds.reshape(C, 1, 1, X).expand(C, tile_height * tile_width, 1, X).reshape(n_tiles, 1, X)
         out = out + T[..., None] * bg
+
+    if grid is not None:
+        height, width = grid.height, grid.width
 
     def to_image(t: Tensor) -> Tensor:
         t = t.reshape(C, tile_height, tile_width, tile_size, tile_size, -1).permute(0, 1, 3, 2, 4, 5)
@@ -575,16 +695,23 @@ def rasterization_torch(
     geo_channels: Tensor | None = None,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
     compositing: str = "analytic",
+    pixel_rows: Tensor | None = None,
+    pixel_cols: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """gsplat ``rasterization(..., packed=False)`` in pure torch; see :func:`tune3d.splatting.rasterize`.
 
     ``geo_channels`` (torch backend only): indices of the rendered channels (before the depth channel is
     appended; the depth channel always counts as geometry) whose loss may move the geometry; the other
     channels' gradients reach only their colours. ``None`` = all channels. ``tile_size`` None =
-    :data:`DEFAULT_TILE_SIZE`. ``compositing``: see :func:`rasterize_to_pixels`.
+    :data:`DEFAULT_TILE_SIZE`
+    (:data:`DEFAULT_GRID_TILE_SIZE` with a pixel grid). ``compositing``: see :func:`rasterize_to_pixels`.
+    ``pixel_rows [R]``, ``pixel_cols [S]``: evaluate only at that product grid of pixels of the
+    ``height x width`` image (:class:`PixelGrid`); outputs ``[C,R,S,...]`` equal the full render there.
     """
     C, N = viewmats.shape[0], means.shape[0]
-    tile_size = DEFAULT_TILE_SIZE if tile_size is None else int(tile_size)
+    check_pixel_grid(pixel_rows, pixel_cols, width, height)
+    default_ts = DEFAULT_TILE_SIZE if pixel_rows is None else DEFAULT_GRID_TILE_SIZE
+    tile_size = default_ts if tile_size is None else int(tile_size)
     if tile_size <= 0:
         raise ValueError(f"tile_size must be positive, got {tile_size}")
     radii, means2d, depths, conics, comps = project_gaussians(
@@ -626,8 +753,13 @@ def rasterization_torch(
         backgrounds = None if backgrounds is None else backgrounds.new_zeros(C, 1)
         geo_channels = None
 
-    tile_width = math.ceil(width / tile_size)
-    tile_height = math.ceil(height / tile_size)
+    grid = None
+    if pixel_rows is not None and pixel_cols is not None:
+        grid = PixelGrid(pixel_rows.to(means.device), pixel_cols.to(means.device), tile_size, means.dtype)
+        tile_width, tile_height = grid.tile_width, grid.tile_height
+    else:
+        tile_width = math.ceil(width / tile_size)
+        tile_height = math.ceil(height / tile_size)
     tiles_per_gauss, flatten_ids, isect_offsets = isect_tiles(
         means2d.detach(),
         radii,
@@ -637,6 +769,7 @@ def rasterization_torch(
         tile_height,
         conics=conics.detach(),
         opacities=opac.detach(),
+        tile_bounds=None if grid is None else grid.bounds,
     )
     render_colors, render_alphas = rasterize_to_pixels(
         means2d,
@@ -652,6 +785,7 @@ def rasterization_torch(
         geo_channels=geo_channels,
         chunk_elements=chunk_elements,
         compositing=compositing,
+        grid=grid,
     )
     if render_mode in ("ED", "RGB+ED"):
         render_colors = torch.cat(

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from tune3d.errors import Tune3DError
+from tune3d.splatting._torch_backend import check_pixel_grid
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,8 @@ def rasterize(
     rasterize_mode: str = "classic",
     absgrad: bool = False,
     backend: Backend = "auto",
+    pixel_rows: Tensor | None = None,
+    pixel_cols: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """Rasterize ``N`` 3D Gaussians into ``C`` pinhole images (gsplat ``rasterization``, ``packed=False``).
 
@@ -148,6 +151,11 @@ def rasterize(
         rasterize_mode: "classic" or "antialiased" (opacity times the eps2d compensation).
         absgrad: gsplat only (``info['means2d'].absgrad``).
         backend: "auto" (gsplat on CUDA when its extension works, else torch), "torch" or "gsplat".
+        pixel_rows, pixel_cols: ``[R]``, ``[S]`` strictly increasing pixel indices: render only the product
+            grid ``rows x cols`` of the ``height x width`` image, outputs ``[C,R,S,...]`` equal (to float
+            rounding) to the full render gathered there. The torch backend evaluates just those pixels
+            (tiles of ``tile_size`` consecutive selected rows/columns, default 4); the gsplat backend
+            renders the full image and gathers (no cheaper there).
 
     Returns:
         ``render_colors [C,H,W,X]``, ``render_alphas [C,H,W,1]`` and gsplat's ``info`` dict (``means2d
@@ -167,6 +175,7 @@ def rasterize(
         render_mode,
         rasterize_mode,
     )
+    check_pixel_grid(pixel_rows, pixel_cols, width, height)
     name = resolve_backend(backend, means.device)
     if tile_size is None and name == "gsplat":
         tile_size = 16
@@ -184,11 +193,29 @@ def rasterize(
     if name == "gsplat":
         from tune3d.splatting._gsplat_backend import rasterization_gsplat
 
-        return rasterization_gsplat(
+        colors_out, alphas, info = rasterization_gsplat(
             means, quats, scales, opacities, colors, viewmats, Ks, width, height, absgrad=absgrad, **kwargs
         )
+        if pixel_rows is not None and pixel_cols is not None:
+            rows, cols = pixel_rows.to(alphas.device), pixel_cols.to(alphas.device)
+            colors_out = colors_out.index_select(1, rows).index_select(2, cols)
+            alphas = alphas.index_select(1, rows).index_select(2, cols)
+        return colors_out, alphas, info
     if absgrad:
         raise Tune3DError("absgrad=True is only supported by the gsplat backend")
     from tune3d.splatting._torch_backend import rasterization_torch
 
-    return rasterization_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, height, **kwargs)
+    return rasterization_torch(
+        means,
+        quats,
+        scales,
+        opacities,
+        colors,
+        viewmats,
+        Ks,
+        width,
+        height,
+        pixel_rows=pixel_rows,
+        pixel_cols=pixel_cols,
+        **kwargs,
+    )

@@ -11,6 +11,7 @@ from tune3d.fit3d.targets import (
     bilinear_matrix,
     decode_at_grid,
     decode_full,
+    grid_support,
     reduce_to_grid,
     render_grid_target,
     render_target,
@@ -50,6 +51,29 @@ def test_decode_at_grid_equals_full_decode_then_reduce(size, grid, k, bias):
     # a channels-first (NCHW-contiguous) latent gives the same
     with torch.no_grad():
         assert torch.allclose(decode_at_grid(latent.contiguous(), dec, grid), got, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "size,grid,k", [((42, 56), (3, 4), 3), ((37, 53), (5, 7), 3), ((30, 41), (4, 9), 5), ((5, 90), (2, 7), 3)]
+)
+def test_decode_at_grid_from_the_support_pixels_alone(size, grid, k):
+    """A latent holding only grid_support's rows x columns decodes exactly like the whole map."""
+    latent = _latent(2, 6, *size, seed=7)
+    dec = _conv(6, 11, k, True, seed=k)
+    rows, cols = grid_support(size, grid, k)
+    assert len(rows) < size[0] or len(cols) < size[1]
+    with torch.no_grad():
+        ref = decode_at_grid(latent, dec, grid)
+        got = decode_at_grid(latent[:, :, rows][:, :, :, cols], dec, grid, support=(rows, cols, *size))
+    assert torch.equal(got, ref)
+
+
+def test_grid_support_at_the_stage_ii_size():
+    rows, cols = grid_support((294, 392), (21, 28))  # ViT-S/14 at 294x392: 4x4 pixels per token
+    assert (len(rows), len(cols)) == (84, 112)
+    assert rows[:8].tolist() == [5, 6, 7, 8, 19, 20, 21, 22]
+    rows, _ = grid_support((28, 28), (2, 2), k=5)
+    assert rows.tolist() == [4, 5, 6, 7, 8, 9, 18, 19, 20, 21, 22, 23]
 
 
 def test_decode_at_grid_reads_only_the_support():
@@ -121,4 +145,6 @@ def test_render_grid_target_matches_full_render_on_a_lifted_scene(tmp_path):
     for mode in ("alpha", "binary"):
         tgt, mask = render_grid_target(gs, viewmat, K, H, W, grid, "torch", mask=mode)
         assert (tgt - reduce_to_grid(feats, grid)).abs().max().item() < 1e-5
-        assert torch.equal(mask, reduce_to_grid(valid_mask(alpha, mode), grid))
+        # the latent and alpha are rendered only at grid_support's pixels (tile-local rounding differs)
+        ref_mask = reduce_to_grid(valid_mask(alpha, mode), grid)
+        assert (mask - ref_mask).abs().max().item() < 1e-6
