@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from tune3d.engine import CheckpointManager, RunLogger, make_accelerator, seed_everything, step_generator
-from tune3d.engine.runfolder import RunFolder, fingerprint
+from tune3d.engine.runfolder import RunFolder
 from tune3d.engine.schedule import warmup_decay
 from tune3d.errors import Tune3DError
 from tune3d.fit3d.lifted import LiftedCache, LiftedScene, find_lifted_dirs, open_lifted
@@ -410,7 +410,7 @@ def finetune(
     from tune3d.fit3d.export import export_backbone
     from tune3d.io import write_json, write_yaml
 
-    run = RunFolder(out_dir, free=RESUME_FREE)
+    run = RunFolder(out_dir, free=RESUME_FREE, refusal=REFUSAL)
     out = run.path
     acc = make_accelerator(cfg.device, cfg.mixed_precision)
     main = acc.is_main_process
@@ -439,11 +439,8 @@ def finetune(
     }
     ckpts = CheckpointManager(out, keep=cfg.keep_checkpoints)
     resumed = ckpts.load()
-    if resumed is not None and resumed[2].get("fingerprint") != _fingerprint(run_config):
-        raise Tune3DError(  # before writing anything: the refused run's folder stays as it was
-            f"{ckpts.latest()}: checkpoint belongs to a run with another configuration "
-            "(use a new --out folder or delete its checkpoints/)"
-        )
+    if resumed is not None:  # before writing anything: a refused run's folder stays as it was
+        run.check_checkpoint(ckpts.latest(), resumed[2], run_config)
     if main:
         run.prepare()  # also drops checkpoint temp folders a killed run left
         write_yaml(out / "config.yaml", run_config)
@@ -485,7 +482,7 @@ def finetune(
             bar.set_postfix(loss=f"{loss:.4f}")
             if done % cfg.checkpoint_every == 0 or done == trainer.total_steps:
                 state.update(step=done, seconds=time.perf_counter() - t0)
-                _save(trainer, ckpts, state, run_config, acc)
+                _save(trainer, ckpts, state, run.fingerprint(run_config), acc)
     finally:
         steps.close()  # waits for a prefetch still running
     bar.close()
@@ -545,20 +542,20 @@ RESUME_FREE = (
     "val_lifted",
     "val_max_views",
 )
+# Each checkpoint stores the fingerprint of its run's settings (outside RESUME_FREE); a resume must match it.
+REFUSAL = (
+    "{where}: checkpoint belongs to a run with another configuration "
+    "(use a new --out folder or delete its checkpoints/)"
+)
 
 
-def _fingerprint(run_config: dict[str, Any]) -> str:
-    """What must match for a checkpoint to be resumable."""
-    return fingerprint(run_config, RESUME_FREE)
-
-
-def _save(trainer: Finetuner, ckpts: CheckpointManager, state: dict, run_config: dict, acc) -> None:
+def _save(trainer: Finetuner, ckpts: CheckpointManager, state: dict, fingerprint: str, acc) -> None:
     acc.wait_for_everyone()
     if acc.is_main_process:
         ckpts.save(
             state["step"],
             trainer.state_tensors(),
             trainer.optim_state(),
-            {k: v for k, v in state.items() if k != "step"} | {"fingerprint": _fingerprint(run_config)},
+            {k: v for k, v in state.items() if k != "step"} | {"fingerprint": fingerprint},
         )
     acc.wait_for_everyone()

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tune3d.engine.runfolder import RunFolder, plain
 from tune3d.errors import Tune3DError
 from tune3d.splatting.gaussians import PARAM_KEYS, FeatureGaussians
 from tune3d.splatting.lift_format import (
@@ -266,66 +267,50 @@ def save_renders(
         save_png(tile_images([*pca.to_images(up), *pca.to_images(rendered)]), f"{stem}_features.png")
 
 
-def _fingerprint(record: dict[str, Any]) -> dict[str, Any]:
+# The refusal text for a folder that holds another lift (a RunFolder.refusal template).
+REFUSAL = "{out}: holds a lift with different settings (changed: {changed}); use another --out or --overwrite"
+
+
+def _comparable(record: dict[str, Any]) -> dict[str, Any]:
     lift = {k: v for k, v in record.get("lift", {}).items() if k not in NON_RESULT_FIELDS}
-    lift = {k: list(v) if isinstance(v, tuple) else v for k, v in lift.items()}
     scene = record.get("scene")
     if isinstance(scene, dict) and "fingerprint" in scene:  # the content, not where it lives, identifies it
         scene = {k: v for k, v in scene.items() if k != "path"}
     return {"scene": scene, "backbone": record.get("backbone"), "lift": lift}
 
 
-def _same_settings(old: dict[str, Any], record: dict[str, Any]) -> bool:
-    """Whether ``old`` (a lift's ``config.yaml``) was made with ``record``'s settings. Lifts recorded
-    before scene fingerprints existed are matched on the scene's name and frame count."""
-    a, b = _fingerprint(old), _fingerprint(record)
+def changed_settings(old: dict[str, Any], record: dict[str, Any]) -> list[str]:
+    """What differs between ``old`` (a lift's ``config.yaml``) and ``record``: ``scene/backbone`` first,
+    then the changed lift fields (run-only fields such as ``device`` never count). Lifts recorded before
+    scene fingerprints existed are matched on the scene's name and frame count."""
+    a, b = _comparable(old), _comparable(plain(record))
     if isinstance(a["scene"], dict) and "fingerprint" not in a["scene"] and isinstance(b["scene"], dict):
         a["scene"] = {k: a["scene"].get(k) for k in ("name", "frames")}
         b["scene"] = {k: b["scene"].get(k) for k in ("name", "frames")}
-    return a == b
+    changed = sorted(k for k in a["lift"].keys() | b["lift"].keys() if a["lift"].get(k) != b["lift"].get(k))
+    if a["scene"] != b["scene"] or a["backbone"] != b["backbone"]:
+        changed = ["scene/backbone", *changed]
+    return changed
 
 
-def _read_record(path: Path) -> dict[str, Any] | None:
-    import yaml
-
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return None
+def run_folder(out_dir: str | os.PathLike) -> RunFolder:
+    """``out_dir`` as a lift's :class:`~tune3d.engine.RunFolder` (compared by :func:`changed_settings`)."""
+    return RunFolder(out_dir, config_file=CONFIG_FILE, compare=changed_settings, refusal=REFUSAL)
 
 
 def is_finished(out_dir: str | os.PathLike, record: dict[str, Any]) -> bool:
     """True when ``out_dir`` holds a completed lift (``metrics.json``) made with the same settings."""
-    from tune3d.engine.runfolder import RunFolder
-
-    run = RunFolder(out_dir, config_file=CONFIG_FILE, same=_same_settings)
-    return run.is_finished(record, finished_file=METRICS_FILE)
+    return run_folder(out_dir).is_finished(record, finished_file=METRICS_FILE)
 
 
-def _prepare_out_dir(out_dir: Path, record: dict[str, Any], overwrite: bool) -> None:
-    cfg_path = out_dir / CONFIG_FILE
-    if overwrite and out_dir.exists():
-        for name in ("checkpoints", "renders", METRICS_FILE, "metrics.jsonl", CONFIG_FILE):
-            p = out_dir / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    if cfg_path.is_file():
-        old = _read_record(cfg_path)
-        if old is None or not _same_settings(old, record):
-            changed = sorted(
-                k
-                for k, v in _fingerprint(record)["lift"].items()
-                if _fingerprint(old or {})["lift"].get(k) != v
-            )
-            old_fp, new_fp = _fingerprint(old or {}), _fingerprint(record)
-            if old_fp["scene"] != new_fp["scene"] or old_fp["backbone"] != new_fp["backbone"]:
-                changed = ["scene/backbone", *changed]
-            raise Tune3DError(
-                f"{out_dir}: holds a lift with different settings (changed: "
-                f"{', '.join(changed) or 'unknown'}); use another --out or --overwrite"
-            )
+def _clear(out_dir: Path) -> None:
+    """``--overwrite``: remove a previous lift's outputs (other files in the folder stay)."""
+    for name in ("checkpoints", "renders", METRICS_FILE, "metrics.jsonl", CONFIG_FILE):
+        p = out_dir / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
 
 
 def lift_scene(
@@ -346,20 +331,22 @@ def lift_scene(
     ``feature_cosine`` and the same at initialisation as ``initial_*``.
     """
     from tune3d.data import parse_frame_range
-    from tune3d.engine import CheckpointManager, RunFolder, RunLogger, resolve_device, step_generator
+    from tune3d.engine import CheckpointManager, RunLogger, resolve_device, step_generator
     from tune3d.io import read_json, write_json, write_yaml
     from tune3d.splatting.rasterize import resolve_backend
 
     t_start = time.time()
-    run = RunFolder(out_dir)  # a file or read-only --out fails here, before any work
+    run = run_folder(out_dir)  # a file or read-only --out fails here, before any work
     out_dir = run.path
     if cfg.frames:
         scene = scene.subset(parse_frame_range(cfg.frames, len(scene)))
     record = config_record(cfg, scene, backbone)
-    if not overwrite and is_finished(out_dir, record):
+    if not overwrite and run.is_finished(record, finished_file=METRICS_FILE):
         logger.info("%s: already lifted, skipping", out_dir)
         return read_json(out_dir / METRICS_FILE)
-    _prepare_out_dir(out_dir, record, overwrite)
+    if overwrite and out_dir.exists():
+        _clear(out_dir)
+    run.check_resume(record)
     run.prepare()  # also drops temp files and checkpoint folders a killed run left
     write_yaml(out_dir / CONFIG_FILE, record)
 
