@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tune3d.io import atomic_path, write_json
+from tune3d.io import atomic_path, write_json, write_yaml
+from tune3d.recon.reconstruct_config import ReconstructConfig, run_record
 
 
 def confidence_mask(conf: np.ndarray, threshold: float, valid: np.ndarray | None = None) -> np.ndarray:
@@ -154,6 +155,48 @@ def export_reconstruction(
         write_point_cloud_preview(out / "previews" / "points.png", recon, images, valid, conf_threshold)
         files.append("previews/")
     return {"views": S, "height": H, "width": W, "points": n_points, "files": files}
+
+
+def write_reconstruct_run(
+    out: str | os.PathLike,
+    recon,
+    prep,
+    cfg: ReconstructConfig,
+    conf_threshold: float,
+    *,
+    model: str,
+    num_views: int,
+    images: list[str | os.PathLike],
+    weights: str | os.PathLike | None = None,
+    adapter: str | os.PathLike | None = None,
+    poses: str | os.PathLike | None = None,
+    intrinsics: str | os.PathLike | None = None,
+) -> dict:
+    """Every file of one ``tune3d reconstruct`` run in ``out``: :func:`export_reconstruction`, the
+    ``cfg.export`` extras, then ``config.yaml`` (what ``--config`` reads back: the inputs, what was run and
+    ``cfg`` with the threshold applied). ``prep``: the :class:`~tune3d.recon.inference.Prepared` inputs;
+    ``num_views``: the model's (2 = pairwise); ``images``: the input paths. Returns the summary of
+    :func:`export_reconstruction` (with the extras in ``files``)."""
+    valid = prep.valid.numpy()
+    summary = export_reconstruction(out, recon, prep.colors, valid, prep.names, conf_threshold, cfg.previews)
+    summary["files"] += export_extras(
+        out, recon, prep.colors, valid, prep.names, conf_threshold, parse_exports(cfg.export)
+    )
+    record = run_record(
+        cfg,
+        conf_threshold,
+        model=model,
+        weights=str(weights) if weights else None,
+        adapter=str(adapter) if adapter else None,
+        images=[str(p) for p in images],
+        camera_source=recon.camera_source,
+        pairs=[list(p) for p in recon.pairs],
+        alignment=cfg.align if num_views == 2 else "one_forward",  # what was run
+        poses=str(poses) if poses else None,
+        intrinsics=str(intrinsics) if intrinsics else None,
+    )
+    write_yaml(Path(out) / "config.yaml", record)
+    return summary
 
 
 EXPORTS = ("colmap", "glb")
