@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from tune3d.errors import Tune3DError
+from tune3d.io import _plain
 
 CONFIG_FILE = "config.yaml"
 FINISHED_FILE = "metrics.json"
@@ -60,8 +61,6 @@ def check_out_dir(out: str | os.PathLike) -> Path:
 
 def plain(obj: Any) -> Any:
     """YAML/JSON-safe builtins (tuples -> lists, paths -> str, dataclasses -> dicts)."""
-    from tune3d.io import _plain
-
     return yaml.safe_load(yaml.safe_dump(_plain(obj), sort_keys=True))
 
 

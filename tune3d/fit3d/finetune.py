@@ -20,19 +20,24 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
+from tune3d.backbones import create_backbone, get_spec, network_input_size
 from tune3d.engine import CheckpointManager, RunLogger, make_accelerator, seed_everything, step_generator
 from tune3d.engine.runfolder import RunFolder
 from tune3d.engine.schedule import warmup_decay
 from tune3d.errors import Tune3DError
+from tune3d.fit3d.export import export_backbone
 from tune3d.fit3d.lifted import LiftedCache, LiftedScene, find_lifted_dirs, open_lifted
 from tune3d.fit3d.target_cache import TargetCache, scene_fingerprint, target_key
 from tune3d.fit3d.targets import MASK_MODES, hflip, masked_l1_sums, render_grid_target
+from tune3d.io import write_json, write_yaml
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +155,6 @@ class SampleSource:
         return len(self.pairs)
 
     def grid(self, height: int, width: int) -> tuple[int, int]:
-        from tune3d.backbones import network_input_size
-
         Ht, Wt = network_input_size(height, width, self.patch_size, self.cfg.resize)
         return Ht // self.patch_size, Wt // self.patch_size
 
@@ -275,7 +278,6 @@ class Finetuner:
         if not self.cfg.prefetch:
             yield from (self.load_step(s) for s in range(start, stop))
             return
-        from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fit3d-targets") as pool:
             pending = pool.submit(self.load_step, start) if start < stop else None
@@ -404,12 +406,6 @@ def finetune(
     ``backbone.json`` (loadable by plain timm and by ``tune3d features --weights``) and ``metrics.json``.
     Works unchanged under ``accelerate launch``/``torchrun`` (one process per device).
     """
-    from tqdm import tqdm
-
-    from tune3d.backbones import create_backbone, get_spec
-    from tune3d.fit3d.export import export_backbone
-    from tune3d.io import write_json, write_yaml
-
     run = RunFolder(out_dir, free=RESUME_FREE, refusal=REFUSAL)
     out = run.path
     acc = make_accelerator(cfg.device, cfg.mixed_precision)

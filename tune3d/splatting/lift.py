@@ -31,9 +31,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm import tqdm
 
+from tune3d.backbones import extract_features, open_cache
+from tune3d.data import parse_frame_range, scene_point_cloud
+from tune3d.engine import CheckpointManager, RunLogger, resolve_device, step_generator
 from tune3d.engine.runfolder import RunFolder, plain
 from tune3d.errors import Tune3DError
+from tune3d.io import read_json, write_json, write_yaml
 from tune3d.splatting.gaussians import PARAM_KEYS, FeatureGaussians
 from tune3d.splatting.lift_format import (
     CONFIG_FILE,
@@ -44,8 +49,10 @@ from tune3d.splatting.lift_format import (
     split_views,
 )
 from tune3d.splatting.losses import feature_agreement, l1_loss, photometric_loss, psnr, ssim_map
+from tune3d.splatting.rasterize import resolve_backend
 from tune3d.splatting.render import render_rgb_and_features
 from tune3d.splatting.strategy import make_optimizers, make_strategy, means_lr
+from tune3d.viz import colorize_depth, fit_pca, save_png, tile_images
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +118,6 @@ def compute_target_features(
     Each frame's full-resolution image is resized once to ``size`` (a patch multiple) by the extractor; with
     ``cache_dir`` the features go through the backbone's feature cache (computed once across runs).
     """
-    from tune3d.backbones import extract_features, open_cache
-
     opts = {"resolution": size, "layers": None, "norm": True, "resize": "resize"}
     cache = open_cache(cache_dir, backbone, **opts) if cache_dir else None
     images = (scene[i].image() for i in positions)
@@ -124,8 +129,6 @@ def initial_point_cloud(
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Init points: the scene's own cloud (synthetic / COLMAP) or depth back-projection of training frames;
     at most ``cfg.init_points`` (seeded random subset). Returns ``(xyz, rgb uint8, source)``."""
-    from tune3d.data import scene_point_cloud
-
     if scene.points is not None and len(scene.points) > 0:
         xyz, rgb = scene_point_cloud(scene)
         source = "scene"
@@ -159,7 +162,6 @@ def initial_point_cloud(
 def _seeded(seed: int, step: int, device: torch.device):
     """Seed the global RNG (gsplat's split samples with it) from (seed, step), restoring it afterwards."""
     devices = [device] if device.type == "cuda" else []
-    from tune3d.engine import step_generator
 
     with torch.random.fork_rng(devices=devices):
         g = step_generator(seed, step, rank=1)  # rank 1: a stream apart from the view sampling
@@ -250,8 +252,6 @@ def save_renders(
 ) -> None:
     """``renders/<name>_rgb.png`` (GT | render), ``_depth.png`` (GT-free expected depth, turbo) and
     ``_features.png`` (2D features | rendered features, one PCA fitted on both)."""
-    from tune3d.viz import colorize_depth, fit_pca, save_png, tile_images
-
     for view, target in zip(views, targets):
         H, W = view.image.shape[-2:]
         out = render_rgb_and_features(
@@ -330,11 +330,6 @@ def lift_scene(
     Metrics (held-out views; training views when ``holdout_every == 0``): ``psnr``, ``ssim``, ``feature_l1``,
     ``feature_cosine`` and the same at initialisation as ``initial_*``.
     """
-    from tune3d.data import parse_frame_range
-    from tune3d.engine import CheckpointManager, RunLogger, resolve_device, step_generator
-    from tune3d.io import read_json, write_json, write_yaml
-    from tune3d.splatting.rasterize import resolve_backend
-
     t_start = time.time()
     run = run_folder(out_dir)  # a file or read-only --out fails here, before any work
     out_dir = run.path
@@ -400,8 +395,6 @@ def lift_scene(
         start = 0
     strategy.check_sanity(gaussians.params, {k: opts[k] for k in PARAM_KEYS})
     run_log = RunLogger(out_dir, tensorboard=False, resume_step=start if loaded is not None else None)
-
-    from tqdm import tqdm
 
     bar = tqdm(
         range(start, cfg.iters),
