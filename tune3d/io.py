@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save, save_file
 
 from tune3d.errors import Tune3DError
 
@@ -68,15 +74,10 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def _json_default(o: Any) -> Any:
-    try:
-        import numpy as np
-
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
@@ -84,8 +85,6 @@ def _json_default(o: Any) -> Any:
 
 def _plain(obj: Any) -> Any:
     """Convert dataclasses / paths / tuples into YAML-safe builtins."""
-    import dataclasses
-
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {k: _plain(v) for k, v in dataclasses.asdict(obj).items()}
     if isinstance(obj, dict):
@@ -110,14 +109,10 @@ def save_safetensors_atomic(
     tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None
 ) -> None:
     """Save a flat ``name -> tensor`` dict as safetensors, atomically. Tensors are made contiguous."""
-    from safetensors.torch import save_file
-
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         if metadata and len(metadata) > 1:
             # safetensors keeps metadata in a hash map: its order (so the bytes) changes per process.
-            from safetensors.torch import save
-
             tmp.write_bytes(_sorted_metadata(save(flat, metadata=metadata)))
         else:
             save_file(flat, str(tmp), metadata=metadata)
@@ -136,9 +131,6 @@ def _sorted_metadata(blob: bytes) -> bytes:
 
 def load_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict:
     """Load a safetensors file; a missing or truncated file raises :class:`Tune3DError`."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise Tune3DError(f"{path}: file not found")
@@ -153,10 +145,6 @@ def torch_load_safe(path: str | os.PathLike, extra_safe_globals: list | None = N
 
     ``extra_safe_globals`` allow-lists specific classes (e.g. ``argparse.Namespace`` for naver checkpoints).
     """
-    import pickle
-
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise Tune3DError(f"{path}: file not found")

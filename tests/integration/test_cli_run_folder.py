@@ -89,7 +89,11 @@ def test_out_read_only(command, data, tmp_path, monkeypatch):
 
 
 def _forbid_work(monkeypatch) -> list[str]:
-    """Record any scene loading or model building (none may happen before the --out check)."""
+    """Record any scene loading or model building (none may happen before the --out check). The spy
+    replaces each function in every loaded tune3d module that imported it at module level too; modules
+    imported later bind the spy themselves."""
+    import sys
+
     import tune3d.backbones
     import tune3d.data
     import tune3d.recon
@@ -103,7 +107,9 @@ def _forbid_work(monkeypatch) -> list[str]:
             calls.append(_name)
             return _real(*a, **kw)
 
-        monkeypatch.setattr(mod, name, spy)
+        for m in [m for k, m in sys.modules.items() if k.startswith("tune3d")]:
+            if getattr(m, name, None) is real:
+                monkeypatch.setattr(m, name, spy)
     return calls
 
 

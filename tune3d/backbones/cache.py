@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
 from tune3d.io import save_safetensors_atomic, write_json
 
@@ -72,8 +73,6 @@ class FeatureCache:
         return self.dir / image_id[:2] / f"{image_id}.safetensors"
 
     def get(self, image_id: str) -> dict[str, torch.Tensor] | None:
-        from safetensors import safe_open
-
         path = self.path(image_id)
         try:
             with safe_open(str(path), framework="pt") as f:

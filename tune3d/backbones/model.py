@@ -36,6 +36,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal
 
+import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -263,8 +264,6 @@ class Backbone(nn.Module):
 
 def build_timm_model(spec: BackboneSpec, device: str | torch.device | None = "cpu") -> nn.Module:
     """The spec's timm model with random weights (``num_classes=0``, ``dynamic_img_size`` where taken)."""
-    import timm
-
     extra = {"dynamic_img_size": True} if spec.dynamic_img_size else {}
     with torch.device(device) if device is not None else contextlib.nullcontext():
         return timm.create_model(

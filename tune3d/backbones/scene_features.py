@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from tqdm import tqdm
+
+from tune3d.backbones.extract import extract_features, open_cache
+from tune3d.backbones.model import RESIZE_MODES, network_input_size
 from tune3d.errors import Tune3DError
+from tune3d.io import save_safetensors_atomic, write_json
+from tune3d.viz import fit_pca, save_png
 
 
 @dataclass
@@ -32,8 +39,6 @@ class FeaturesConfig:
     pca_frames: int = 64
 
     def validate(self) -> None:
-        from tune3d.backbones.model import RESIZE_MODES
-
         if self.resize not in RESIZE_MODES:
             raise Tune3DError(f"--resize {self.resize!r}: choose one of {', '.join(RESIZE_MODES)}")
         if self.dtype not in ("float32", "float16"):
@@ -57,13 +62,6 @@ def write_scene_features(
     ``meta.json`` record (also written).
     """
     source = source or str(scene.path)
-    import torch
-    from tqdm import tqdm
-
-    from tune3d.backbones.extract import extract_features, open_cache
-    from tune3d.backbones.model import network_input_size
-    from tune3d.io import save_safetensors_atomic, write_json
-    from tune3d.viz import fit_pca, save_png
 
     out = Path(out)
     names = [scene[i].name for i in indices]

@@ -29,12 +29,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import timm
 import torch
 from torch import nn
 
 from tune3d.backbones.registry import BackboneSpec
 from tune3d.errors import Tune3DError, WeightsUnavailableError
-from tune3d.io import file_digest, load_safetensors, read_json, torch_load_safe
+from tune3d.hub import hub_model_available
+from tune3d.io import (
+    file_digest,
+    load_safetensors,
+    read_json,
+    save_safetensors_atomic,
+    torch_load_safe,
+    write_json,
+)
 
 CONFIG_NAME = "backbone.json"
 WEIGHTS_NAME = "backbone.safetensors"
@@ -76,8 +85,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def _filter_fn(spec: BackboneSpec) -> Callable:
     """timm's own checkpoint converter for the spec's architecture (the module's ``checkpoint_filter_fn``)."""
-    import timm
-
     module = sys.modules[timm.models.model_entrypoint(spec.architecture).__module__]
     fn = getattr(module, "checkpoint_filter_fn", None)
     if fn is None:  # pragma: no cover - every registered family has one
@@ -214,8 +221,6 @@ def save_backbone(timm_model: nn.Module, spec: BackboneSpec, out_dir: str | os.P
     safetensors file without tune3d; :func:`tune3d.backbones.create_backbone` reads both files.
     Returns the weights path. ``extra`` entries (e.g. ``parent_weights``) are stored in the JSON.
     """
-    from tune3d.io import save_safetensors_atomic, write_json
-
     out_dir = Path(out_dir)
     path = out_dir / WEIGHTS_NAME
     sd = {
@@ -252,7 +257,6 @@ def fetch_hub_weights(spec: BackboneSpec, timeout: float = HUB_TIMEOUT_S) -> tup
         from huggingface_hub import hf_hub_download
     except ImportError:  # pragma: no cover - timm depends on huggingface_hub
         raise WeightsUnavailableError(msg) from None
-    from tune3d.hub import hub_model_available
 
     filename = "model.safetensors"
     try:

@@ -15,11 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from tune3d.benchmark.paper import paper_value
 from tune3d.benchmark.report import ResultRow, write_reports
 from tune3d.benchmark.suite import TASK_METRICS, Cell, Suite
 from tune3d.errors import Tune3DError
+from tune3d.fit3d.assembly import build_assembled
 from tune3d.io import read_json, write_json
+from tune3d.probe import ProbeConfig
+from tune3d.probe.datasets import run_dataset_probe
+from tune3d.probe.paper import PAPER_ITERS, PaperOptions
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +63,10 @@ class SuiteSettings:
 
 
 def _cell_metrics(cell: Cell, settings: SuiteSettings, run_dir: Path) -> dict[str, Any]:
-    import torch
-
-    from tune3d.fit3d.assembly import build_assembled
-    from tune3d.probe import ProbeConfig
-    from tune3d.probe.datasets import run_dataset_probe
-
     root = settings.root_for(cell.dataset)
     ft = settings.finetuned_for(cell.backbone) if cell.mode in ("finetuned", "assembled") else None
     if cell.mode in ("finetuned", "assembled") and ft is None:
         raise Tune3DError(f"mode {cell.mode} needs fine-tuned weights: give --finetuned {cell.backbone}=FILE")
-    from tune3d.probe.paper import PAPER_ITERS, PaperOptions
 
     cfg = ProbeConfig(image_size=settings.resolution, seed=settings.seed, device=settings.device)
     cfg.progress = settings.progress

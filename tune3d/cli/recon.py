@@ -75,10 +75,6 @@ def _build(
     return name, net
 
 
-# What a reconstruct run's config.yaml records beside the ReconstructConfig fields (inputs, what was run).
-RECONSTRUCT_RECORD_KEYS = (
-    *("model", "weights", "adapter", "images", "camera_source", "pairs", "alignment", "poses", "intrinsics"),
-)
 # What an eval-recon run's config.yaml records beside the EvalReconConfig fields (inputs given as options).
 EVAL_RECORD_KEYS = ("model", "weights", "adapter", "data")
 
@@ -143,14 +139,14 @@ def register(app: typer.Typer) -> None:
         check_out_dir(out)  # before any work: a file or read-only --out is one line, exit 2
         import dataclasses
 
-        from tune3d.recon.reconstruct_config import ReconstructConfig
+        from tune3d.recon.reconstruct_config import RECORD_KEYS, ReconstructConfig
 
         fields = {f.name for f in dataclasses.fields(ReconstructConfig)}
         values = {k: v for k, v in ctx.params.items() if k in fields}
         cfg = resolve_command_config(
-            ctx, ReconstructConfig, config, values, given_on_command_line(ctx), ignore=RECONSTRUCT_RECORD_KEYS
+            ctx, ReconstructConfig, config, values, given_on_command_line(ctx), ignore=RECORD_KEYS
         )
-        size, mode, conf_threshold, previews = cfg.size, cfg.mode, cfg.conf_threshold, cfg.previews
+        size, mode, conf_threshold = cfg.size, cfg.mode, cfg.conf_threshold
         device, align, graph, niter, export = cfg.device, cfg.align, cfg.graph, cfg.niter, cfg.export
         if size is not None and size <= 0:
             raise Tune3DError(f"--size {size}: must be a positive number of pixels")
@@ -159,13 +155,12 @@ def register(app: typer.Typer) -> None:
         if niter < 0:
             raise Tune3DError(f"--niter {niter}: must be at least 0")
 
-        from tune3d.io import write_yaml
-        from tune3d.recon.export import export_extras, export_reconstruction, parse_exports
+        from tune3d.recon.export import parse_exports, write_reconstruct_run
         from tune3d.recon.graph import parse_graph
         from tune3d.recon.inference import ALIGN_MODES, default_conf_threshold, list_images, prepare_images
         from tune3d.recon.inference import reconstruct as run
 
-        exports = parse_exports(export)
+        parse_exports(export)
         if align not in ALIGN_MODES:
             raise Tune3DError(f"--align {align!r}: expected one of {', '.join(ALIGN_MODES)}")
         parse_graph(graph)
@@ -211,26 +206,19 @@ def register(app: typer.Typer) -> None:
                 f"({prep.names[bad[0]]}, ...); cameras.json marks them invalid",
                 err=True,
             )
-        summary = export_reconstruction(
-            out, recon, prep.colors, prep.valid.numpy(), prep.names, conf_threshold, previews
-        )
-        summary["files"] += export_extras(
-            out, recon, prep.colors, prep.valid.numpy(), prep.names, conf_threshold, exports
-        )
-        write_yaml(
-            out / "config.yaml",
-            {
-                "model": name,
-                "weights": str(weights) if weights else None,
-                "adapter": str(adapter) if adapter else None,
-                "images": [str(p) for p in images],
-                "camera_source": recon.camera_source,
-                "pairs": [list(p) for p in recon.pairs],
-                "alignment": align if net.num_views == 2 else "one_forward",  # what was run
-                "poses": str(poses) if poses else None,
-                "intrinsics": str(intrinsics) if intrinsics else None,
-                **dataclasses.asdict(dataclasses.replace(cfg, conf_threshold=conf_threshold)),
-            },
+        summary = write_reconstruct_run(
+            out,
+            recon,
+            prep,
+            cfg,
+            conf_threshold,
+            model=name,
+            num_views=net.num_views,
+            images=images,
+            weights=weights,
+            adapter=adapter,
+            poses=poses,
+            intrinsics=intrinsics,
         )
         typer.echo(
             f"{summary['views']} views at {summary['width']}x{summary['height']}, "

@@ -18,15 +18,14 @@ import torch
 from torch.utils.data import Dataset
 
 from tune3d.data.overlap import overlap_matrix
+from tune3d.data.readers import load_scenes
 from tune3d.data.scene import IGNORE_LABEL, Frame, Scene
-from tune3d.data.sources import IMAGE_EXTENSIONS
+from tune3d.data.sources import IMAGE_EXTENSIONS, ImageFileSource, resize_array
 from tune3d.errors import Tune3DError
 
 
 def _as_scenes(scenes: Scene | Sequence[Scene] | str | Path) -> list[Scene]:
     if isinstance(scenes, (str, Path)):
-        from tune3d.data.readers import load_scenes
-
         return load_scenes(scenes)
     if isinstance(scenes, Scene):
         return [scenes]
@@ -201,8 +200,6 @@ class ImageFolderDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, idx: int) -> dict:
-        from tune3d.data.sources import ImageFileSource, resize_array
-
         img = ImageFileSource(self.files[idx]).load()
         if self.resolution is not None:
             img = resize_array(img, *self.resolution, "image")

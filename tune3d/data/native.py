@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
+from tune3d.data.ply import read_points_ply, write_points_ply
 from tune3d.data.scene import Frame, Scene
 from tune3d.data.sources import DepthFileSource, ImageFileSource, LabelFileSource
 from tune3d.data.validate import as_matrix, check_intrinsics, check_poses, positive_int
@@ -105,8 +108,6 @@ def read_native(path: str | Path) -> Scene:
         raise Tune3DError(f"{where}: class_names must be a list of strings")
     points = colors = None
     if meta.get("points"):
-        from tune3d.data.ply import read_points_ply
-
         points, colors = read_points_ply(root / meta["points"])
     return Scene(
         name=str(meta.get("name", root.name)),
@@ -133,8 +134,6 @@ def _png16_exact(depth: np.ndarray, scale: float) -> np.ndarray | None:
 
 
 def _save_png(arr: np.ndarray, path: Path) -> None:
-    from PIL import Image
-
     with atomic_path(path) as tmp:
         Image.fromarray(arr).save(tmp, format="PNG")
 
@@ -185,8 +184,6 @@ def write_scene(
     frames_meta: list[dict[str, Any]] = []
     iterator = enumerate(scene.frames)
     if progress:
-        from tqdm import tqdm
-
         iterator = tqdm(iterator, total=len(scene), desc=f"write {scene.name}", unit="frame")
     for i, frame in iterator:
         stem = f"{i:06d}"
@@ -239,8 +236,6 @@ def write_scene(
     meta["splits"] = {k: list(map(int, v)) for k, v in scene.splits.items()}
     meta["points"] = None
     if scene.points is not None:
-        from tune3d.data.ply import write_points_ply
-
         write_points_ply(out / "points.ply", scene.points, scene.point_colors)
         meta["points"] = "points.ply"
     meta["frames"] = frames_meta

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from tune3d.data.scene import Frame, Scene
 from tune3d.errors import Tune3DError
+from tune3d.geometry.cameras import depth_to_pointmap, invert_rigid, project, transform_points
 
 __all__ = ["covisibility", "covisible_partners", "overlap_matrix", "pixel_correspondences"]
 
@@ -103,8 +104,6 @@ def pixel_correspondences(
     ``rtol`` of ``j``'s depth there (occlusion test). Returns ``(xy_i, xy_j, n_valid)``: integer pixel
     coordinates ``M,2`` (x, y) of the matches in both frames, and the number of valid pixels of ``i``.
     """
-    from tune3d.geometry.cameras import depth_to_pointmap, invert_rigid, project, transform_points
-
     valid = depth_i > 0
     ys, xs = valid.nonzero(as_tuple=True)
     pts = depth_to_pointmap(depth_i.double(), K_i.double(), c2w_i.double())[ys, xs]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from plyfile import PlyData, PlyElement
 
 from tune3d.errors import Tune3DError
 from tune3d.io import atomic_path
@@ -12,8 +13,6 @@ from tune3d.io import atomic_path
 
 def write_points_ply(path: str | Path, points: np.ndarray, colors: np.ndarray | None = None) -> None:
     """Write (N, 3) points (and (N, 3) uint8 colours) atomically as binary little-endian PLY."""
-    from plyfile import PlyData, PlyElement
-
     points = np.asarray(points, dtype=np.float32).reshape(-1, 3)
     fields = [("x", "f4"), ("y", "f4"), ("z", "f4")]
     if colors is not None:
@@ -32,8 +31,6 @@ def read_points_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
 
     Works for point clouds and meshes (faces are ignored). Colours stored as float in [0, 1] are scaled.
     """
-    from plyfile import PlyData
-
     path = Path(path)
     if not path.is_file():
         raise Tune3DError(f"{path}: file not found")

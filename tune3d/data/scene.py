@@ -14,9 +14,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from tune3d.data.sources import ArraySource, ResizedSource, Source
 from tune3d.errors import Tune3DError
+from tune3d.geometry import scale_K
 
 IGNORE_LABEL = 255
 
@@ -80,9 +82,6 @@ class Frame:
             raise Tune3DError(f"{self.name}: cannot resize to {height}x{width}")
         if (height, width) == (self.height, self.width):
             return self
-        import torch
-
-        from tune3d.geometry import scale_K
 
         K = scale_K(torch.from_numpy(self.K), width / self.width, height / self.height).numpy()
 

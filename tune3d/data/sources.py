@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from tune3d.errors import Tune3DError
 
@@ -43,8 +44,6 @@ def _check_size(arr: np.ndarray, shape: tuple[int, int] | None, path: Path, what
 
 
 def _open_pil(path: Path):
-    from PIL import Image, UnidentifiedImageError
-
     try:
         im = Image.open(path)
         im.load()
@@ -57,8 +56,6 @@ def _open_pil(path: Path):
 
 def image_size(path: Path) -> tuple[int, int]:
     """(height, width) of an image file, reading only its header."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             return im.height, im.width
@@ -192,8 +189,6 @@ def resize_array(arr: np.ndarray, height: int, width: int, kind: str) -> np.ndar
     if (h, w) == (height, width):
         return arr
     if kind == "image":
-        from PIL import Image
-
         resample = Image.Resampling.BOX if (height <= h and width <= w) else Image.Resampling.BILINEAR
         return np.array(Image.fromarray(arr).resize((width, height), resample=resample), dtype=np.uint8)
     # Nearest keeps depth metric and labels discrete (no blending across object boundaries).

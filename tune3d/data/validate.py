@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from tune3d.errors import Tune3DError
+from tune3d.geometry import is_rigid
 
 
 def as_matrix(value: Any, shape: tuple[int, int], where: str, what: str) -> np.ndarray:
@@ -22,10 +24,6 @@ def as_matrix(value: Any, shape: tuple[int, int], where: str, what: str) -> np.n
 
 def check_pose(c2w: np.ndarray, where: str) -> np.ndarray:
     """Check a 4x4 camera-to-world pose is finite and rigid (orthonormal right-handed R, last row 0001)."""
-    import torch
-
-    from tune3d.geometry import is_rigid
-
     c2w = np.asarray(c2w, dtype=np.float64)
     if c2w.shape != (4, 4):
         raise Tune3DError(f"{where}: pose must be 4x4, got shape {c2w.shape}")
@@ -39,10 +37,6 @@ def check_pose(c2w: np.ndarray, where: str) -> np.ndarray:
 
 def check_poses(poses: np.ndarray, names: list[str]) -> None:
     """Validate (N, 4, 4) poses at once; on failure report the first bad one by name."""
-    import torch
-
-    from tune3d.geometry import is_rigid
-
     if len(poses) and np.isfinite(poses).all() and is_rigid(torch.from_numpy(np.asarray(poses, np.float64))):
         return
     for pose, name in zip(poses, names):

@@ -21,6 +21,8 @@ from typing import Any
 
 from tune3d.demo.common import DEFAULT_TEACHER, METHODS, DemoConfig, StageLog, check_inputs
 
+# Library imports stay inside the functions: the CLI imports this module at start-up (cli/demo.py).
+
 __all__ = ["DEFAULT_TEACHER", "METHODS", "DemoConfig", "StageLog", "check_inputs", "run_demo"]
 
 

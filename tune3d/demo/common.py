@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from tune3d.errors import Tune3DError
+
+# Library imports stay inside the functions: the CLI imports this module at start-up (cli/demo.py).
 
 METHODS = ("fit3d", "fin3r", "all")
 DEFAULT_TEACHER = "hf:depth-anything/Depth-Anything-V2-Small-hf"
@@ -159,8 +162,6 @@ def metrics_done(folder: Path, name: str = "metrics.json") -> Callable[[], bool]
 def drop_checkpoints(folder: Path) -> None:
     """Delete a finished stage's resume checkpoints (the fine-tuning ones hold a ViT and its AdamW state,
     ~250 MB for ViT-S); the exported weights and ``metrics.json`` stay."""
-    import shutil
-
     shutil.rmtree(Path(folder) / "checkpoints", ignore_errors=True)
 
 

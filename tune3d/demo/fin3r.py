@@ -15,8 +15,18 @@ import torch
 
 from tune3d.demo.common import DemoConfig, StageLog, drop_checkpoints, metrics_done
 from tune3d.demo.fit3d import HELDOUT_SEED_OFFSET, synth_split
+from tune3d.engine.devices import resolve_device
 from tune3d.errors import Tune3DError, WeightsUnavailableError
+from tune3d.fin3r import load_adapters
+from tune3d.fin3r.diagnostics import feature_norm_report
+from tune3d.fin3r.distill import DistillConfig, distill
+from tune3d.fin3r.teachers import create_teacher
 from tune3d.hub import hub_model_available
+from tune3d.io import read_json, write_json
+from tune3d.recon import create_model
+from tune3d.recon.evaluate import EvalReconConfig, evaluate_model
+from tune3d.recon.train import TrainReconConfig, train_recon
+from tune3d.viz import colorize_depth, save_png, tile_images
 
 FORMS = ("plain", "renorm")
 MONO_SEED_OFFSET = 2 * HELDOUT_SEED_OFFSET
@@ -24,8 +34,6 @@ MONO_SEED_OFFSET = 2 * HELDOUT_SEED_OFFSET
 
 def resolve_teacher(cfg: DemoConfig, log: StageLog) -> str:
     """The teacher to distil from: ``cfg.teacher`` when it loads, else ``sensor`` (the data's own depth)."""
-    from tune3d.fin3r.teachers import create_teacher
-
     if cfg.teacher == "sensor":
         return "sensor"
     scheme, _, rest = cfg.teacher.partition(":")
@@ -64,10 +72,6 @@ def _mean_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _load(cfg: DemoConfig, weights: Path, adapter: Path | None) -> Any:
-    from tune3d.engine.devices import resolve_device
-    from tune3d.fin3r import load_adapters
-    from tune3d.recon import create_model
-
     model = create_model(cfg.base_model, weights=weights, device=resolve_device(cfg.device))
     if adapter is not None:
         load_adapters(model, adapter)
@@ -89,10 +93,6 @@ def evaluate_all(
     cfg: DemoConfig, out: Path, scenes: list[Any], weights: Path, resolution: tuple[int, int]
 ) -> dict[str, Any]:
     """Before/after metrics on the held-out scenes, feature norms and the figures; writes ``eval/``."""
-    from tune3d.fin3r.diagnostics import feature_norm_report
-    from tune3d.io import write_json
-    from tune3d.recon.evaluate import EvalReconConfig, evaluate_model
-
     d = out / "eval"
     models = {
         "base": _load(cfg, weights, None),
@@ -129,8 +129,6 @@ def evaluate_all(
 def _depth_figure(models: dict[str, Any], images: torch.Tensor, depth: torch.Tensor, path: Path) -> None:
     """Rows: held-out image | ground truth | base | plain | renorm, each prediction median-aligned to the
     ground truth (the models predict up to scale) and coloured on the ground truth's range."""
-    from tune3d.viz import colorize_depth, save_png, tile_images
-
     preds = {}
     for name, model in models.items():
         dev = next(model.parameters()).device
@@ -152,8 +150,6 @@ def _depth_figure(models: dict[str, Any], images: torch.Tensor, depth: torch.Ten
 def _model_resolution(name: str, size: tuple[int, int]) -> tuple[int, int]:
     """``size`` rounded to the nearest multiples of the model's patch size (the data's own resolution; the
     model's default input size would upscale the small synthetic frames to 512 pixels)."""
-    from tune3d.recon import create_model
-
     p = int(create_model(name, device="meta").patch_size)
     return tuple(max(p, round(v / p) * p) for v in size)  # type: ignore[return-value]
 
@@ -163,10 +159,6 @@ def run_fin3r(
 ) -> tuple[dict[str, Any], list[tuple[str, Path]], dict[str, Any]]:
     """Run the Fin3R part; returns the ``report.json["fin3r"]`` section, the report's figures and extra tables
     for the HTML report (all three models, pre-norm feature norms)."""
-    from tune3d.fin3r.distill import DistillConfig, distill
-    from tune3d.io import read_json, write_json
-    from tune3d.recon.train import TrainReconConfig, train_recon
-
     train_dir, test_dir, mono_dir = out / "data" / "train", out / "data" / "heldout", out / "data" / "mono"
     synth_split(cfg, train_dir, cfg.scenes, cfg.seed, log, "train")
     test = synth_split(cfg, test_dir, cfg.heldout_scenes, cfg.seed + HELDOUT_SEED_OFFSET, log, "heldout")

@@ -13,10 +13,23 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+import yaml
 from torch import nn
+from torch.utils.data import ConcatDataset
 
+from tune3d.backbones import create_backbone, get_spec, save_backbone
+from tune3d.data import load_scene, load_scenes, parse_frame_range
+from tune3d.data.synth import synth_dataset
 from tune3d.demo.common import DemoConfig, StageLog, drop_checkpoints, metrics_done
 from tune3d.errors import Tune3DError, WeightsUnavailableError
+from tune3d.fit3d.assembly import AssembledBackbone
+from tune3d.fit3d.finetune import FinetuneConfig, finetune
+from tune3d.io import read_json
+from tune3d.probe import ProbeConfig, SceneSamples, run_probe
+from tune3d.splatting.lift import lift_scene
+from tune3d.splatting.lift_format import REFERENCE_ITERS, LiftConfig
+from tune3d.viz import fit_pca, save_png, tile_images
 
 MODES = ("original", "finetuned", "assembled", "duplicated")
 HELDOUT_SEED_OFFSET = 100_003  # held-out rooms come from another seed stream than the training rooms
@@ -59,8 +72,6 @@ class MemoBackbone(nn.Module):
 
 def synth_split(cfg: DemoConfig, folder: Path, scenes: int, seed: int, log: StageLog, name: str) -> list[Any]:
     """Generate (or reuse) ``scenes`` synthetic scenes in ``folder`` and load them."""
-    from tune3d.data import load_scenes
-    from tune3d.data.synth import synth_dataset
 
     def make() -> None:
         try:
@@ -86,8 +97,6 @@ def synth_split(cfg: DemoConfig, folder: Path, scenes: int, seed: int, log: Stag
 
 def default_frames(scene: Any, train: str | None, test: str | None) -> tuple[list[int], list[int]]:
     """Train/test frame indices of a real scene: the flags, else its own splits, else first 70% / last 20%."""
-    from tune3d.data import parse_frame_range
-
     n = len(scene)
     if train is None and test is None and scene.splits.get("train") and scene.splits.get("test"):
         return list(scene.splits["train"]), list(scene.splits["test"])
@@ -111,7 +120,6 @@ def prepare_data(cfg: DemoConfig, out: Path, log: StageLog) -> dict[str, Any]:
             f"(seed {cfg.seed})"
         )
         return {"train": train, "test": test, "description": desc, "render_resolution": None}
-    from tune3d.data import load_scene
 
     scene = load_scene(cfg.data)
     tr, te = default_frames(scene, cfg.train_frames, cfg.test_frames)
@@ -136,8 +144,6 @@ def base_backbone(cfg: DemoConfig, out: Path, log: StageLog) -> tuple[Any, str |
     Without pretrained weights the random initialisation is saved once to ``OUT/base`` and every stage
     loads that file, so lifting, fine-tuning and probing all see the very same starting network.
     """
-    from tune3d.backbones import create_backbone, get_spec, save_backbone
-
     dev = None if cfg.device == "auto" else cfg.device
     if cfg.weights:
         bb = create_backbone(cfg.backbone, weights=cfg.weights, device=dev)
@@ -174,9 +180,6 @@ def lift_all(
     backbone: Any,
     render_resolution: tuple[int, int] | None,
 ) -> list[Path]:
-    from tune3d.splatting.lift import lift_scene
-    from tune3d.splatting.lift_format import REFERENCE_ITERS, LiftConfig
-
     lcfg = LiftConfig(
         iters=cfg.lift_iters,
         init_points=cfg.lift_points,
@@ -208,9 +211,6 @@ def lift_all(
 def finetune_stage(
     cfg: DemoConfig, out: Path, log: StageLog, lifted: list[Path], weights: str | None
 ) -> Path:
-    from tune3d.fit3d.finetune import FinetuneConfig, finetune
-    from tune3d.io import read_json
-
     d = out / "finetune"
     train_views = sum(int(read_json(p / "metrics.json").get("num_train_views", 0)) for p in lifted)
     per_epoch = max(1, train_views // 2)
@@ -233,10 +233,6 @@ def finetune_stage(
 
 
 def probe_samples(scenes: list[Any], task: str) -> Any:
-    from torch.utils.data import ConcatDataset
-
-    from tune3d.probe import SceneSamples
-
     parts = [SceneSamples(s, task) for s in scenes]
     return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
@@ -244,10 +240,6 @@ def probe_samples(scenes: list[Any], task: str) -> Any:
 def probe_all(
     cfg: DemoConfig, out: Path, log: StageLog, data: dict[str, Any], original: Any, tuned: Any
 ) -> dict[str, dict[str, Any]]:
-    from tune3d.fit3d.assembly import AssembledBackbone
-    from tune3d.io import read_json
-    from tune3d.probe import ProbeConfig, run_probe
-
     results: dict[str, dict[str, Any]] = {"depth": {}, "semseg": {}}
     tasks = ["depth"]
     if all(s.has_semantics for s in data["train"] + data["test"]):
@@ -288,8 +280,6 @@ def probe_all(
 
 
 def _probe_summary(task: str, m: dict[str, Any], config: Path) -> dict[str, Any]:
-    import yaml
-
     keys = (
         ("mIoU", "mAcc", "aAcc")
         if task == "semseg"
@@ -313,10 +303,6 @@ def pca_figure(
     One PCA per model, fitted across all shown views, so colours are comparable between views. The views
     are enlarged 2x before the backbone for a finer token grid.
     """
-    import torch.nn.functional as F
-
-    from tune3d.viz import fit_pca, save_png, tile_images
-
     frames = [
         s[i] for s in scenes for i in np.linspace(0, len(s) - 1, max(1, n // len(scenes))).round().astype(int)
     ]
@@ -360,8 +346,6 @@ def run_fit3d(
 ) -> tuple[dict[str, Any], list[tuple[str, Path]], dict[str, Any]]:
     """Run the FiT3D part; returns the ``report.json["fit3d"]`` section, the report's figures and extra
     tables (none: the section holds every number)."""
-    from tune3d.backbones import create_backbone
-
     data = prepare_data(cfg, out, log)
     backbone, weights, label = base_backbone(cfg, out, log)
     lifted = lift_all(cfg, out, log, data["train"], backbone, data["render_resolution"])

@@ -6,6 +6,7 @@ import logging
 import os
 
 import torch
+from accelerate import Accelerator
 
 from tune3d.errors import Tune3DError
 
@@ -28,8 +29,6 @@ def make_accelerator(device: str = "auto", mixed_precision: str = "auto", grad_a
     ``mixed_precision="auto"`` picks bf16 on GPUs that support it, fp16 on other GPUs, and none on CPU.
     Under ``accelerate launch --cpu --num_processes N`` the processes talk over gloo.
     """
-    from accelerate import Accelerator
-
     cpu = resolve_device(device).type == "cpu"
     if mixed_precision == "auto":
         if cpu:

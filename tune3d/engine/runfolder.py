@@ -6,6 +6,8 @@ One object owns what each stage used to repeat:
   checked before any model is built or any frame is read, so a bad ``--out`` is one line, exit 2;
 * :meth:`RunFolder.check_resume` — an existing run may be continued only with the same settings (keys
   listed in ``free`` may change: step counts, logging knobs); the changed keys are named in the error;
+* :meth:`RunFolder.check_checkpoint` — the same for a checkpoint that carries the
+  :meth:`RunFolder.fingerprint` of the settings it was written with;
 * :meth:`RunFolder.is_finished` — the final file (``metrics.json``) exists and the settings match;
 * :meth:`RunFolder.clean_stale` — hidden ``.*.tmp`` files and ``checkpoints/.step_*`` folders left by a
   killed process (SIGKILL skips every ``finally``) are removed at start.
@@ -26,9 +28,14 @@ from typing import Any
 import yaml
 
 from tune3d.errors import Tune3DError
+from tune3d.io import _plain
 
 CONFIG_FILE = "config.yaml"
 FINISHED_FILE = "metrics.json"
+# Fields: ``where`` (the file that holds the other settings), ``out`` (the folder), ``changed`` (keys).
+REFUSAL = "{where}: existing run has a different config ({changed}); use a new --out or --no-resume"
+
+Compare = Callable[[dict[str, Any], dict[str, Any]], list[str]]
 
 
 def check_out_dir(out: str | os.PathLike) -> Path:
@@ -54,8 +61,6 @@ def check_out_dir(out: str | os.PathLike) -> Path:
 
 def plain(obj: Any) -> Any:
     """YAML/JSON-safe builtins (tuples -> lists, paths -> str, dataclasses -> dicts)."""
-    from tune3d.io import _plain
-
     return yaml.safe_load(yaml.safe_dump(_plain(obj), sort_keys=True))
 
 
@@ -75,40 +80,58 @@ class RunFolder:
         out: str | os.PathLike,
         free: Iterable[str] = (),
         config_file: str = CONFIG_FILE,
-        same: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None,
+        compare: Compare | None = None,
+        refusal: str = REFUSAL,
     ):
-        """``same(saved, record)``: a stage's own settings comparison (e.g. lift's, which matches a scene
-        by content, not path) used by :meth:`is_finished` instead of key-by-key equality."""
+        """``compare(saved, record)``: a stage's own list of changed settings (e.g. lift's, which matches a
+        scene by content, not path, and ignores its nested run-only fields) used instead of key-by-key
+        equality outside ``free``. ``refusal``: the error text, a :data:`REFUSAL`-style template."""
         self.path = check_out_dir(out)
         self.free = frozenset(free)
         self.config_path = self.path / config_file
-        self.same = same
+        self.compare = compare
+        self.refusal = refusal
+
+    def fingerprint(self, record: dict[str, Any]) -> str:
+        """:func:`fingerprint` of ``record`` without this folder's ``free`` keys (stored in checkpoints)."""
+        return fingerprint(record, self.free)
 
     def saved_config(self) -> dict[str, Any] | None:
+        """The saved settings; None when there are none, ``{}`` when the file holds no mapping."""
         if not self.config_path.is_file():
             return None
         try:
             old = yaml.safe_load(self.config_path.read_text())
         except yaml.YAMLError as e:
             raise Tune3DError(f"{self.config_path}: malformed YAML ({str(e).splitlines()[0]})") from None
-        return old if isinstance(old, dict) else None
+        return old if isinstance(old, dict) else {}
 
     def changed_keys(self, record: dict[str, Any]) -> list[str]:
         """Keys (outside ``free``) whose saved value differs from ``record``; [] when nothing is saved."""
         old = self.saved_config()
-        if old is None:
-            return []
+        return [] if old is None else self._diff(old, record)
+
+    def _diff(self, old: dict[str, Any], record: dict[str, Any]) -> list[str]:
+        if self.compare is not None:
+            return self.compare(old, record)
         new = plain(record)
         return sorted(k for k in set(old) | set(new) if k not in self.free and old.get(k) != new.get(k))
+
+    def _refuse(self, where: str | os.PathLike, changed: list[str]) -> Tune3DError:
+        return Tune3DError(self.refusal.format(where=where, out=self.path, changed=", ".join(changed)))
 
     def check_resume(self, record: dict[str, Any]) -> None:
         """Refuse to continue a run made with other settings (names the changed keys)."""
         diff = self.changed_keys(record)
         if diff:
-            raise Tune3DError(
-                f"{self.config_path}: existing run has a different config ({', '.join(diff)}); "
-                "use a new --out or --no-resume"
-            )
+            raise self._refuse(self.config_path, diff)
+
+    def check_checkpoint(
+        self, where: str | os.PathLike, state: dict[str, Any], record: dict[str, Any]
+    ) -> None:
+        """Refuse to resume checkpoint ``where`` unless its ``state["fingerprint"]`` is ``record``'s."""
+        if state.get("fingerprint") != self.fingerprint(record):
+            raise self._refuse(where, ["fingerprint"])
 
     def is_finished(self, record: dict[str, Any], finished_file: str = FINISHED_FILE) -> bool:
         """True when the final file exists and the saved settings match ``record``."""
@@ -118,9 +141,7 @@ class RunFolder:
             old = self.saved_config()
         except Tune3DError:  # unreadable config: not a finished run of these settings
             return False
-        if old is None:
-            return False
-        return self.same(old, record) if self.same is not None else not self.changed_keys(record)
+        return old is not None and not self._diff(old, record)
 
     def clean_stale(self) -> list[Path]:
         """Remove temporary files/folders a killed process left (``.*.tmp`` anywhere up to two levels

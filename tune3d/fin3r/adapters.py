@@ -36,10 +36,12 @@ import torch.nn.functional as F
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import Linear as PeftLoraLinear
 from peft.tuners.lora import LoraLayer
+from safetensors import safe_open
 from torch import Tensor, nn
 
 from tune3d.errors import Tune3DError
 from tune3d.fin3r.config import FORMS
+from tune3d.io import load_safetensors, save_safetensors_atomic, torch_load_safe
 
 logger = logging.getLogger(__name__)
 
@@ -238,8 +240,6 @@ def save_adapters(
     alpha: float | None = None,
 ) -> None:
     """Save the adapters as safetensors with their form/rank/alpha/pattern in the metadata (atomic)."""
-    from tune3d.io import save_safetensors_atomic
-
     info = dict(getattr(model, "_tune3d_adapters", {}))
     form = form or info.get("form") or adapter_form(model)
     rank = rank if rank is not None else info.get("rank")
@@ -260,11 +260,7 @@ def save_adapters(
 
 
 def _read_adapter_file(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    from tune3d.io import load_safetensors, torch_load_safe
-
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
         sd = load_safetensors(path)
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

@@ -18,9 +18,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from tune3d.data import find_scene_dirs, load_scene, load_scenes
 from tune3d.data.datasets import ImageFolderDataset, view_item
 from tune3d.data.sources import IMAGE_EXTENSIONS
 from tune3d.errors import Tune3DError
+from tune3d.geometry import depth_to_pointmap, invert_rigid
 
 
 def distill_resolution(resolution: tuple[int, int] | None, patch: int) -> tuple[int, int]:
@@ -110,8 +112,6 @@ class ReplayTuples(Dataset):
         return len(self.tuples)
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
-        from tune3d.geometry import depth_to_pointmap, invert_rigid
-
         scene, idx = self.tuples[i]
         frames = [scene[j].resized(self.H, self.W) for j in idx]
         items = [_frame_item(f, None) for f in frames]
@@ -148,8 +148,6 @@ def load_mono_items(path: str | Path) -> tuple[list[Any], list[Any], bool]:
     for the before/after check; otherwise every frame trains and nothing is held out. Only the images are
     used, unless the teacher is ``sensor`` (then the frames' depth is the target).
     """
-    from tune3d.data import find_scene_dirs, load_scene
-
     p = Path(path)
     if not p.exists():
         raise Tune3DError(f"{p}: mono data not found")
@@ -177,8 +175,6 @@ def load_mono_items(path: str | Path) -> tuple[list[Any], list[Any], bool]:
 
 
 def load_replay_scenes(path: str | Path) -> list[Any]:
-    from tune3d.data import load_scenes
-
     p = Path(path)
     if not p.exists():
         raise Tune3DError(f"{p}: replay data not found")

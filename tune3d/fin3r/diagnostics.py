@@ -25,7 +25,10 @@ from torch.utils.data import Dataset
 
 from tune3d.fin3r.adapters import adapter_form, lora_layers
 from tune3d.fin3r.data import MonoImages
+from tune3d.io import write_json
+from tune3d.metrics.depth import DepthMetricAccumulator
 from tune3d.metrics.features import feature_drift, norm_summary, token_norms
+from tune3d.viz.images import colorize, save_png, tile_images, to_uint8, upsample_nearest
 
 
 def final_encoder_norm(model: Any) -> nn.Module | None:
@@ -122,8 +125,6 @@ def feature_norm_report_from_tokens(
         for name in report:
             report[name]["prenorm"] = pre[name]
     if out_dir is not None:
-        from tune3d.io import write_json
-
         d = Path(out_dir) / "diagnostics"
         d.mkdir(parents=True, exist_ok=True)
         write_json(d / "feature_norms.json", {"base": base, "grid": list(grid), "models": report})
@@ -163,8 +164,6 @@ def feature_norm_report(
 def _save_heatmaps(
     norms: Mapping[str, Tensor], images: Tensor | None, d: Path, stem: str, cell: int = 128
 ) -> None:
-    from tune3d.viz.images import colorize, save_png, tile_images, to_uint8, upsample_nearest
-
     # One colour scale for every model, so the maps compare directly (as in the paper's figure).
     allv = torch.cat([n.reshape(-1) for n in norms.values()]).double().numpy()
     vmin, vmax = np.percentile(allv, [1, 99])
@@ -197,8 +196,6 @@ def _save_heatmaps(
 def mono_depth_eval(model: Any, images: Tensor, depth: Tensor, batch_size: int = 4) -> dict[str, float]:
     """Monocular depth of the per-view head vs ground truth, median-aligned per image (the model is up to
     scale): mean ``abs_rel`` and ``delta1`` over ``images`` ``N,3,H,W`` with depth ``N,H,W`` (0 = invalid)."""
-    from tune3d.metrics.depth import DepthMetricAccumulator
-
     acc = DepthMetricAccumulator(align="median" if not model.metric else "none")
     dev = next(model.parameters()).device
     for s in range(0, len(images), batch_size):

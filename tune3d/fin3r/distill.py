@@ -20,13 +20,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
+from tune3d.engine import RunLogger, make_accelerator, resolve_device, seed_everything
 from tune3d.engine.checkpoint import CheckpointManager
 from tune3d.engine.runfolder import RunFolder
 from tune3d.engine.schedule import warmup_decay
@@ -50,6 +53,8 @@ from tune3d.fin3r.diagnostics import base_vs_trained, depth_eval_set, loss_summa
 from tune3d.fin3r.sampling import ReplayMixDataset, ReplaySampler, StepBatchSampler, replay_collate
 from tune3d.fin3r.targets import distill_step_loss
 from tune3d.fin3r.teachers import Teacher, create_teacher
+from tune3d.io import write_json, write_yaml
+from tune3d.recon import create_model
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +102,6 @@ def distill(
     with ``cfg.replay_ratio == 0``). ``resume``: continue from the newest checkpoint in ``out_dir`` (same
     config required), else start over.
     """
-    from tune3d.engine import resolve_device, seed_everything
-    from tune3d.recon import create_model
-
     cfg.validate()
     run = RunFolder(out_dir, free=RESUME_FREE)
     out = run.path
@@ -130,7 +132,6 @@ def distill(
     if metrics:
         metrics["model"] = model_name
         metrics["base_weights"] = None if weights is None else str(weights)
-        from tune3d.io import write_json
 
         write_json(out / "metrics.json", metrics)
     return metrics
@@ -154,13 +155,6 @@ def train_adapters(
     :class:`ReplayTuples`-style items or None. Writes the same files as :func:`distill`; returns metrics
     (empty on non-main processes).
     """
-    import shutil
-
-    from tqdm.auto import tqdm
-
-    from tune3d.engine import RunLogger, make_accelerator
-    from tune3d.io import write_json, write_yaml
-
     cfg.validate()
     t0 = time.time()
     run = RunFolder(out_dir, free=RESUME_FREE)

@@ -20,6 +20,7 @@ from tune3d.fin3r.config import DistillConfig
 from tune3d.fin3r.losses import avg_dis_normalize, conf_distill_loss
 from tune3d.fin3r.teachers import KINDS, Teacher, TeacherOutput
 from tune3d.geometry import depth_to_pointmap, recover_z_shift
+from tune3d.recon.losses import recon_loss
 
 
 def normalize_teacher_target(
@@ -132,8 +133,6 @@ def replay_loss(model: Any, out: Any, multi: dict[str, Tensor], alpha: float) ->
     (:func:`tune3d.recon.losses.recon_loss`: DUSt3R/MASt3R ``ConfLoss(Regr3D)`` per view, summed, plus
     MASt3R's matching term; CUT3R's pose and RGB terms; VGGT's camera/depth/point losses), with ``alpha``
     weighting ``-log(confidence)``. ``multi``: a batch of :class:`~tune3d.fin3r.data.ReplayTuples` items."""
-    from tune3d.recon.losses import recon_loss
-
     device = out.pts3d.device
     batch = {k: multi[k].to(device) for k in ("images", "depth", "K", "c2w")}
     return recon_loss(model, out, batch, alpha=alpha)["loss"]

@@ -31,9 +31,13 @@ from urllib.parse import parse_qsl
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from torch import Tensor, nn
 
 from tune3d.errors import Tune3DError, WeightsUnavailableError
+from tune3d.io import save_safetensors_atomic
+from tune3d.recon import create_model
+from tune3d.recon.hub_weights import is_hub_id, resolve_weights
 
 logger = logging.getLogger(__name__)
 
@@ -167,8 +171,6 @@ HF_FILES = ["*.json", "*.safetensors", "*.txt"]
 def hub_snapshot(spec: str, model_id: str) -> Path:
     """A Hugging Face id -> its snapshot folder via :func:`tune3d.recon.hub_weights.resolve_weights`
     (the ``huggingface_hub`` cache first, then the hub); unavailable is one error line naming ``spec``."""
-    from tune3d.recon.hub_weights import is_hub_id, resolve_weights
-
     if not is_hub_id(model_id):
         raise Tune3DError(f"{spec}: neither a local folder nor a Hugging Face id (owner/name)")
     try:
@@ -323,9 +325,6 @@ class ReconTeacher(Teacher):
     ) -> ReconTeacher:
         """A registered reconstruction model as teacher; ``weights`` in any layout ``create_model`` reads,
         or a Hugging Face id (its snapshot folder, from the cache or the hub)."""
-        from tune3d.recon import create_model
-        from tune3d.recon.hub_weights import is_hub_id
-
         source = (
             hub_snapshot(f"recon:{name}@{weights}", weights) if weights and is_hub_id(weights) else weights
         )
@@ -411,8 +410,6 @@ class CachedTeacher(Teacher):
         return self.root / f"{image_hash(image)}.safetensors"
 
     def _load(self, path: Path) -> TeacherOutput | None:
-        from safetensors import safe_open
-
         if not path.is_file():
             return None
         try:
@@ -434,8 +431,6 @@ class CachedTeacher(Teacher):
         )
 
     def _store(self, path: Path, out: TeacherOutput) -> None:
-        from tune3d.io import save_safetensors_atomic
-
         t = {"mask": out.mask.to(torch.uint8)}
         for name in ("depth", "points", "K"):
             if getattr(out, name) is not None:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tune3d.backbones import create_backbone
 from tune3d.errors import Tune3DError
 
 ASSEMBLY_MODES = ("original", "finetuned", "assembled", "duplicated")
@@ -153,8 +154,6 @@ def build_assembled(
     need it, a second copy loaded from the fine-tuned checkpoint ``finetuned`` (a timm state dict, as the
     released FiT3D ``*_finetuned.pth`` files are), then assemble them.
     """
-    from tune3d.backbones import create_backbone
-
     if mode not in ASSEMBLY_MODES:
         raise Tune3DError(f"unknown assembly mode {mode!r}; choose one of {', '.join(ASSEMBLY_MODES)}")
     original = create_backbone(name, weights=weights, allow_random_init=allow_random_init, device=device)

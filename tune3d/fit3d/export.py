@@ -14,9 +14,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import timm
 from torch import nn
 
+from tune3d.backbones import save_backbone
 from tune3d.errors import Tune3DError
+from tune3d.io import read_json
 
 
 def export_backbone(backbone, out_dir: str | os.PathLike, **extra: Any) -> Path:
@@ -24,8 +27,6 @@ def export_backbone(backbone, out_dir: str | os.PathLike, **extra: Any) -> Path:
 
     ``extra`` is stored in the JSON (``base_weights``, ``method``, ...). Returns the weights path.
     """
-    from tune3d.backbones import save_backbone
-
     return save_backbone(backbone.timm_model, backbone.spec, out_dir, **extra)
 
 
@@ -35,10 +36,6 @@ def load_exported_timm(path: str | os.PathLike, device: str = "cpu") -> nn.Modul
     ``path`` is ``backbone.safetensors`` or its folder. Loads through timm's pretrained machinery (strict),
     with ``dynamic_img_size=True`` so any patch-multiple input size works.
     """
-    import timm
-
-    from tune3d.io import read_json
-
     path = Path(path)
     if path.is_dir():
         path = path / "backbone.safetensors"

@@ -20,19 +20,24 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
+from tune3d.backbones import create_backbone, get_spec, network_input_size
 from tune3d.engine import CheckpointManager, RunLogger, make_accelerator, seed_everything, step_generator
-from tune3d.engine.runfolder import RunFolder, fingerprint
+from tune3d.engine.runfolder import RunFolder
 from tune3d.engine.schedule import warmup_decay
 from tune3d.errors import Tune3DError
+from tune3d.fit3d.export import export_backbone
 from tune3d.fit3d.lifted import LiftedCache, LiftedScene, find_lifted_dirs, open_lifted
 from tune3d.fit3d.target_cache import TargetCache, scene_fingerprint, target_key
 from tune3d.fit3d.targets import MASK_MODES, hflip, masked_l1_sums, render_grid_target
+from tune3d.io import write_json, write_yaml
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +155,6 @@ class SampleSource:
         return len(self.pairs)
 
     def grid(self, height: int, width: int) -> tuple[int, int]:
-        from tune3d.backbones import network_input_size
-
         Ht, Wt = network_input_size(height, width, self.patch_size, self.cfg.resize)
         return Ht // self.patch_size, Wt // self.patch_size
 
@@ -275,7 +278,6 @@ class Finetuner:
         if not self.cfg.prefetch:
             yield from (self.load_step(s) for s in range(start, stop))
             return
-        from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fit3d-targets") as pool:
             pending = pool.submit(self.load_step, start) if start < stop else None
@@ -404,13 +406,7 @@ def finetune(
     ``backbone.json`` (loadable by plain timm and by ``tune3d features --weights``) and ``metrics.json``.
     Works unchanged under ``accelerate launch``/``torchrun`` (one process per device).
     """
-    from tqdm import tqdm
-
-    from tune3d.backbones import create_backbone, get_spec
-    from tune3d.fit3d.export import export_backbone
-    from tune3d.io import write_json, write_yaml
-
-    run = RunFolder(out_dir, free=RESUME_FREE)
+    run = RunFolder(out_dir, free=RESUME_FREE, refusal=REFUSAL)
     out = run.path
     acc = make_accelerator(cfg.device, cfg.mixed_precision)
     main = acc.is_main_process
@@ -439,11 +435,8 @@ def finetune(
     }
     ckpts = CheckpointManager(out, keep=cfg.keep_checkpoints)
     resumed = ckpts.load()
-    if resumed is not None and resumed[2].get("fingerprint") != _fingerprint(run_config):
-        raise Tune3DError(  # before writing anything: the refused run's folder stays as it was
-            f"{ckpts.latest()}: checkpoint belongs to a run with another configuration "
-            "(use a new --out folder or delete its checkpoints/)"
-        )
+    if resumed is not None:  # before writing anything: a refused run's folder stays as it was
+        run.check_checkpoint(ckpts.latest(), resumed[2], run_config)
     if main:
         run.prepare()  # also drops checkpoint temp folders a killed run left
         write_yaml(out / "config.yaml", run_config)
@@ -485,7 +478,7 @@ def finetune(
             bar.set_postfix(loss=f"{loss:.4f}")
             if done % cfg.checkpoint_every == 0 or done == trainer.total_steps:
                 state.update(step=done, seconds=time.perf_counter() - t0)
-                _save(trainer, ckpts, state, run_config, acc)
+                _save(trainer, ckpts, state, run.fingerprint(run_config), acc)
     finally:
         steps.close()  # waits for a prefetch still running
     bar.close()
@@ -545,20 +538,20 @@ RESUME_FREE = (
     "val_lifted",
     "val_max_views",
 )
+# Each checkpoint stores the fingerprint of its run's settings (outside RESUME_FREE); a resume must match it.
+REFUSAL = (
+    "{where}: checkpoint belongs to a run with another configuration "
+    "(use a new --out folder or delete its checkpoints/)"
+)
 
 
-def _fingerprint(run_config: dict[str, Any]) -> str:
-    """What must match for a checkpoint to be resumable."""
-    return fingerprint(run_config, RESUME_FREE)
-
-
-def _save(trainer: Finetuner, ckpts: CheckpointManager, state: dict, run_config: dict, acc) -> None:
+def _save(trainer: Finetuner, ckpts: CheckpointManager, state: dict, fingerprint: str, acc) -> None:
     acc.wait_for_everyone()
     if acc.is_main_process:
         ckpts.save(
             state["step"],
             trainer.state_tensors(),
             trainer.optim_state(),
-            {k: v for k, v in state.items() if k != "step"} | {"fingerprint": _fingerprint(run_config)},
+            {k: v for k, v in state.items() if k != "step"} | {"fingerprint": fingerprint},
         )
     acc.wait_for_everyone()

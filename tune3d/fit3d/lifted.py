@@ -15,12 +15,16 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
+from tune3d.data import load_scene, parse_frame_range, scene_point_cloud
 from tune3d.errors import Tune3DError
+from tune3d.io import read_json, write_json, write_yaml
 from tune3d.splatting.gaussians import FeatureGaussians
 from tune3d.splatting.lift_format import (
     CONFIG_FILE,
@@ -76,8 +80,6 @@ class LiftedScene:
     def scene(self):
         """The source :class:`tune3d.data.Scene` (poses eagerly, pixels lazily), opened on first use."""
         if self._scene is None:
-            from tune3d.data import load_scene
-
             self._scene = load_scene(self.scene_path)
         return self._scene
 
@@ -101,8 +103,6 @@ class LiftedScene:
 
 def _frame_positions(frames: Any, n: int, where: str) -> list[int]:
     """Source-frame indices the lift selected (``lift.frames``: ``"A:B[:STEP]"`` or None = all)."""
-    from tune3d.data import parse_frame_range
-
     if frames is None:
         return list(range(n))
     if not isinstance(frames, str):
@@ -190,8 +190,6 @@ def open_lifted(
     the source scene recorded by the lift (e.g. when the data moved); ``scene_root`` looks it up by folder
     name under a new root. Where the lift recorded a content fingerprint, the scene found must match it.
     """
-    import yaml
-
     path = Path(path)
     if not is_lifted_dir(path):
         raise Tune3DError(f"{path}: not a lifted scene (needs {GAUSSIANS_FILE} and {LIFT_CONFIG})")
@@ -217,8 +215,6 @@ def open_lifted(
         raise Tune3DError(f"{where}: source scene {src} not found (moved? {hint})")
     resolution = _resolution(lift.get("resolution"), where)
     if resolution is None:  # the lift rendered at the frames' own size and recorded it in metrics.json
-        from tune3d.io import read_json
-
         resolution = _resolution(read_json(path / METRICS_FILE).get("resolution"), str(path / METRICS_FILE))
     backbone = cfg.get("backbone")
     lifted = LiftedScene(
@@ -320,11 +316,6 @@ def write_random_lifted(
     It has exactly the layout ``tune3d lift`` writes, so stage II runs on it; use it for tests and
     benchmarks of fine-tuning mechanics (the targets carry no information of any backbone).
     """
-
-    from types import SimpleNamespace
-
-    from tune3d.data import load_scene, scene_point_cloud
-    from tune3d.io import write_json, write_yaml
 
     scene = load_scene(scene_dir)
     g = torch.Generator().manual_seed(seed)

@@ -9,6 +9,7 @@ import torch
 
 from tune3d.errors import Tune3DError
 from tune3d.recon._registry import get_entry
+from tune3d.recon.checkpoint import load_weights
 from tune3d.recon.interface import ReconModel
 
 
@@ -31,8 +32,6 @@ def create_model(
     ``overrides`` replace fields of the family's config (e.g. for ablations); they must keep the
     checkpoint's shapes when ``weights`` is given.
     """
-    from tune3d.recon.checkpoint import load_weights  # pulls safetensors / hub code only when loading
-
     entry = get_entry(name)
     device = torch.device(device) if device is not None else torch.device("cpu")
     if device.type == "meta":

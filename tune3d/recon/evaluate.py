@@ -30,8 +30,18 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
+from tune3d.data import Scene, load_scene
+from tune3d.data.overlap import covisible_partners
 from tune3d.errors import Tune3DError
+from tune3d.geometry.pose import pose_from_pointmaps
+from tune3d.io import write_json, write_yaml
+from tune3d.metrics.depth import DepthMetricAccumulator
+from tune3d.metrics.pointmap import pointmap_metrics
+from tune3d.metrics.pose import pose_auc, relative_pose_errors
+from tune3d.recon.inference import model_input_size
+from tune3d.recon.losses import ground_truth, sample_correspondences
 
 
 @dataclass
@@ -97,17 +107,6 @@ def _mean_dicts(rows: list[dict[str, float]]) -> dict[str, float]:
 @torch.no_grad()
 def evaluate_model(model, scene_or_path, cfg: EvalReconConfig | None = None, progress: bool = False) -> dict:
     """Evaluate ``model`` on one scene (a :class:`~tune3d.data.Scene` or a path); returns nested metrics."""
-    from tqdm import tqdm
-
-    from tune3d.data import Scene, load_scene
-    from tune3d.data.overlap import covisible_partners
-    from tune3d.geometry.pose import pose_from_pointmaps
-    from tune3d.metrics.depth import DepthMetricAccumulator
-    from tune3d.metrics.pointmap import pointmap_metrics
-    from tune3d.metrics.pose import pose_auc, relative_pose_errors
-    from tune3d.recon.inference import model_input_size
-    from tune3d.recon.losses import ground_truth, sample_correspondences
-
     cfg = cfg or EvalReconConfig()
     scene = scene_or_path if isinstance(scene_or_path, Scene) else load_scene(scene_or_path)
     if cfg.frames:
@@ -244,8 +243,6 @@ def eval_config_dict(cfg: EvalReconConfig, **extra) -> dict:
 def write_eval_run(out: str | os.PathLike, cfg: EvalReconConfig, metrics: dict, **record: str | None) -> None:
     """Write one evaluation's ``config.yaml`` (``cfg``'s fields plus ``record``: model, weights, adapter,
     data; ``tune3d eval-recon --config`` reads it back) and ``metrics.json`` into ``out``."""
-    from tune3d.io import write_yaml
-
     os.makedirs(out, exist_ok=True)
     metrics["meta"].update({"model": record.get("model"), "weights": record.get("weights")})
     write_yaml(os.path.join(out, "config.yaml"), eval_config_dict(cfg, **record))
@@ -253,6 +250,4 @@ def write_eval_run(out: str | os.PathLike, cfg: EvalReconConfig, metrics: dict, 
 
 
 def write_metrics(out: str | os.PathLike, metrics: dict) -> None:
-    from tune3d.io import write_json
-
     write_json(os.path.join(out, "metrics.json"), metrics)

@@ -18,7 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from tune3d.io import atomic_path, write_json
+from tune3d.data.ply import write_points_ply
+from tune3d.errors import Tune3DError
+from tune3d.io import atomic_path, write_json, write_yaml
+from tune3d.recon.export_colmap import export_colmap
+from tune3d.recon.export_glb import export_glb
+from tune3d.recon.reconstruct_config import ReconstructConfig, run_record
+from tune3d.viz.images import colorize, colorize_depth, save_png
+from tune3d.viz.points import render_points
 
 
 def confidence_mask(conf: np.ndarray, threshold: float, valid: np.ndarray | None = None) -> np.ndarray:
@@ -67,8 +74,6 @@ def write_point_cloud(
     conf_threshold: float = 3.0,
 ) -> int:
     """Coloured PLY of the points with ``conf > conf_threshold``; returns the number of points written."""
-    from tune3d.data.ply import write_points_ply
-
     mask = confidence_mask(recon.conf, conf_threshold, valid) & np.isfinite(recon.pts3d).all(-1)
     write_points_ply(path, recon.pts3d[mask], images[mask])
     return int(mask.sum())
@@ -78,9 +83,6 @@ def write_point_cloud_preview(
     path: str | os.PathLike, recon, images: np.ndarray, valid: np.ndarray, conf_threshold: float = 3.0
 ) -> Path:
     """PNG of the confidence-filtered coloured point cloud from an oblique virtual camera."""
-    from tune3d.viz.images import save_png
-    from tune3d.viz.points import render_points
-
     mask = confidence_mask(recon.conf, conf_threshold, valid) & np.isfinite(recon.pts3d).all(-1)
     return save_png(render_points(recon.pts3d[mask], images[mask]), path)
 
@@ -114,8 +116,6 @@ def write_cameras(path: str | os.PathLike, recon, names: list[str], height: int,
 
 
 def write_previews(folder: str | os.PathLike, recon, images: np.ndarray, names: list[str]) -> list[Path]:
-    from tune3d.viz.images import colorize, colorize_depth, save_png
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -156,13 +156,53 @@ def export_reconstruction(
     return {"views": S, "height": H, "width": W, "points": n_points, "files": files}
 
 
+def write_reconstruct_run(
+    out: str | os.PathLike,
+    recon,
+    prep,
+    cfg: ReconstructConfig,
+    conf_threshold: float,
+    *,
+    model: str,
+    num_views: int,
+    images: list[str | os.PathLike],
+    weights: str | os.PathLike | None = None,
+    adapter: str | os.PathLike | None = None,
+    poses: str | os.PathLike | None = None,
+    intrinsics: str | os.PathLike | None = None,
+) -> dict:
+    """Every file of one ``tune3d reconstruct`` run in ``out``: :func:`export_reconstruction`, the
+    ``cfg.export`` extras, then ``config.yaml`` (what ``--config`` reads back: the inputs, what was run and
+    ``cfg`` with the threshold applied). ``prep``: the :class:`~tune3d.recon.inference.Prepared` inputs;
+    ``num_views``: the model's (2 = pairwise); ``images``: the input paths. Returns the summary of
+    :func:`export_reconstruction` (with the extras in ``files``)."""
+    valid = prep.valid.numpy()
+    summary = export_reconstruction(out, recon, prep.colors, valid, prep.names, conf_threshold, cfg.previews)
+    summary["files"] += export_extras(
+        out, recon, prep.colors, valid, prep.names, conf_threshold, parse_exports(cfg.export)
+    )
+    record = run_record(
+        cfg,
+        conf_threshold,
+        model=model,
+        weights=str(weights) if weights else None,
+        adapter=str(adapter) if adapter else None,
+        images=[str(p) for p in images],
+        camera_source=recon.camera_source,
+        pairs=[list(p) for p in recon.pairs],
+        alignment=cfg.align if num_views == 2 else "one_forward",  # what was run
+        poses=str(poses) if poses else None,
+        intrinsics=str(intrinsics) if intrinsics else None,
+    )
+    write_yaml(Path(out) / "config.yaml", record)
+    return summary
+
+
 EXPORTS = ("colmap", "glb")
 
 
 def parse_exports(spec: str) -> list[str]:
     """``"colmap,glb"`` -> ``["colmap", "glb"]``; an unknown name is a user error."""
-    from tune3d.errors import Tune3DError
-
     names = [s.strip().lower() for s in spec.split(",") if s.strip()]
     bad = [n for n in names if n not in EXPORTS]
     if bad:
@@ -181,8 +221,6 @@ def export_extras(
 ) -> list[str]:
     """``colmap`` -> ``out/colmap/`` (:mod:`tune3d.recon.export_colmap`), ``glb`` -> ``out/scene.glb``
     (:mod:`tune3d.recon.export_glb`), from the confident points; returns the names written."""
-    from tune3d.errors import Tune3DError
-
     if not exports:
         return []
     if recon.c2w is None or recon.K is None:
@@ -193,13 +231,9 @@ def export_extras(
     points, colors = recon.pts3d[mask], images[mask]
     written = []
     if "colmap" in exports:
-        from tune3d.recon.export_colmap import export_colmap
-
         export_colmap(out / "colmap", recon.c2w, recon.K, images, names, points, colors)
         written.append("colmap/")
     if "glb" in exports:
-        from tune3d.recon.export_glb import export_glb
-
         export_glb(out / "scene.glb", points, colors, recon.c2w, recon.K, H, W)
         written.append("scene.glb")
     return written

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tune3d.data.readers.colmap import ColmapCamera, ColmapImage, rotmat_to_qvec, write_colmap_model
+from tune3d.viz.images import save_png
 
 
 def colmap_model(
@@ -51,8 +52,6 @@ def export_colmap(
     ``images`` ``S,H,W,3`` uint8 are saved as ``<name>.png``; ``points``/``colors`` ``N,3`` are randomly
     subsampled to ``max_points``.
     """
-    from tune3d.viz.images import save_png
-
     folder = Path(folder)
     S, H, W, _ = images.shape
     files = [f"{name}.png" for name in names]

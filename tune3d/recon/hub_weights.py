@@ -11,7 +11,11 @@ import os
 import re
 from pathlib import Path
 
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError
+
 from tune3d.errors import Tune3DError, WeightsUnavailableError
+from tune3d.hub import hub_model_available
 
 #: Released checkpoints on the hub -> tune3d registry names (so ``--model`` may be left out).
 HUB_MODELS = {
@@ -46,8 +50,6 @@ def resolve_weights(spec: str | os.PathLike, allow_patterns: list[str] | None = 
         if not path.exists():
             raise Tune3DError(f"{path}: weights file not found")
         return path
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
 
     repo_id, cache = str(spec), _cache_dir()
     try:
@@ -58,7 +60,6 @@ def resolve_weights(spec: str | os.PathLike, allow_patterns: list[str] | None = 
         raise WeightsUnavailableError(
             f"{repo_id}: not in the Hugging Face cache ({cache}) and HF_HUB_OFFLINE is set"
         )
-    from tune3d.hub import hub_model_available
 
     ok, reason = hub_model_available(repo_id)
     if not ok:

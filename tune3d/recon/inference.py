@@ -37,9 +37,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from tune3d.errors import Tune3DError
+from tune3d.geometry.cameras import invert_rigid
+from tune3d.geometry.pose import estimate_focal_from_pointmap, pose_from_pointmaps
+from tune3d.recon.global_alignment import global_alignment
+from tune3d.recon.graph import check_connected, make_pairs
 from tune3d.recon.interface import ReconModel
+from tune3d.recon.streaming import stream_output
 
 
 @dataclass
@@ -276,8 +282,6 @@ class Reconstruction:
 
 
 def _first_frame_normalised_c2w(c2w: Tensor) -> Tensor:
-    from tune3d.geometry.cameras import invert_rigid
-
     return invert_rigid(c2w[:1]) @ c2w
 
 
@@ -312,8 +316,6 @@ def pairwise_predictions(
     Returns ``pts_i``, ``pts_j`` ``E,H,W,3`` (views ``i`` and ``j`` in view ``i``'s frame) and
     ``conf_i``, ``conf_j`` ``E,H,W``, on the CPU in float32.
     """
-    from tqdm.auto import tqdm
-
     device = next(model.parameters()).device
     x = images.to(device)
     pi, pj, ci, cj = [], [], [], []
@@ -340,10 +342,6 @@ def _global_route(
     niter: int,
     progress: bool,
 ) -> Reconstruction:
-    from tune3d.geometry.cameras import invert_rigid
-    from tune3d.recon.global_alignment import global_alignment
-    from tune3d.recon.graph import check_connected, make_pairs
-
     S = x.shape[0]
     edges = make_pairs(S, graph)
     check_connected(S, edges, f"pair graph {graph!r}")
@@ -398,8 +396,6 @@ def reconstruct(
     ``align``/``graph``/``known_K`` (``S,3,3`` at the model input)/``known_c2w`` (``S,4,4``)/``niter``
     apply to pairwise models; N-view models always run one forward over all images.
     """
-    from tune3d.geometry.pose import estimate_focal_from_pointmap, pose_from_pointmaps
-
     if align not in ALIGN_MODES:
         raise Tune3DError(f"--align {align!r}: expected one of {', '.join(ALIGN_MODES)}")
     device = next(model.parameters()).device
@@ -452,8 +448,6 @@ def reconstruct(
             pairs=pairs,
         )
     if model_family(model) == "cut3r":  # one frame at a time through the recurrent state
-        from tune3d.recon.streaming import stream_output
-
         out = stream_output(model, x, progress)
     else:
         out = model(x[None])

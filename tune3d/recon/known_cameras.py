@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tune3d.data import load_scene
 from tune3d.errors import Tune3DError
+from tune3d.geometry.cameras import crop_K, make_K, scale_K
+from tune3d.io import read_json
 
 
 def _read(path: Path) -> tuple[np.ndarray, list[np.ndarray | None], list[tuple[int, int] | None]]:
     if path.is_file():
-        from tune3d.io import read_json
-
         try:
             frames = read_json(path)["frames"]
             c2w = np.array([f["c2w"] for f in frames], dtype=np.float64)
@@ -31,8 +32,6 @@ def _read(path: Path) -> tuple[np.ndarray, list[np.ndarray | None], list[tuple[i
         ]
         return c2w, K, sizes
     if path.is_dir():
-        from tune3d.data import load_scene
-
         scene = load_scene(path)
         return scene.c2w, [f.K for f in scene.frames], [(f.height, f.width) for f in scene.frames]
     raise Tune3DError(f"{path}: poses file or scene folder not found")
@@ -43,8 +42,6 @@ def load_known_cameras(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(c2w S,4,4, K S,3,3 or None)`` for the ``S`` prepared images from ``path`` (one view per image,
     in order)."""
-    from tune3d.geometry.cameras import crop_K, scale_K
-
     path = Path(path)
     c2w, Ks, sizes = _read(path)
     S, H, W = prep.images.shape[0], prep.images.shape[2], prep.images.shape[3]
@@ -73,8 +70,6 @@ def load_known_cameras(
 def load_intrinsics(path: str | os.PathLike, prep) -> torch.Tensor:
     """``K`` ``S,3,3`` at the model input from a text file holding one pinhole ``K`` for the original
     images: a 3x3 matrix (as 7-Scenes' ``camera-intrinsics.txt``) or the four numbers ``fx fy cx cy``."""
-    from tune3d.geometry.cameras import crop_K, make_K, scale_K
-
     path = Path(path)
     if not path.is_file():
         raise Tune3DError(f"{path}: intrinsics file not found")

@@ -30,9 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tune3d.data.overlap import pixel_correspondences
 from tune3d.geometry.cameras import depth_to_pointmap, invert_rigid, transform_points
 from tune3d.geometry.pointmap import normalize_pointmap
 from tune3d.geometry.pose import mat_to_quat
+from tune3d.recon.vggt.pose_encoding import encode_pose
 
 __all__ = [
     "camera_loss",
@@ -187,8 +189,6 @@ def sample_correspondences(
     ``B,n,2`` (x, y; long) and ``valid`` ``B,n``: matches drawn without replacement, padded (invalid) when a
     pair has fewer than ``n``.
     """
-    from tune3d.data.overlap import pixel_correspondences
-
     B = depth.shape[0]
     xy0 = torch.zeros(B, n, 2, dtype=torch.long)
     xy1 = torch.zeros(B, n, 2, dtype=torch.long)
@@ -509,8 +509,6 @@ def recon_loss(
     Fin3R's replay term is this criterion too, so a model is tuned with the loss it was released with.
     Returns ``loss`` and detached logging terms.
     """
-    from tune3d.recon.vggt.pose_encoding import encode_pose  # lazy: the vggt package imports model code
-
     gt = ground_truth(batch)
     if getattr(model, "family", "") == "vggt":
         H, W = batch["depth"].shape[-2:]

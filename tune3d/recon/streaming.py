@@ -12,7 +12,9 @@ from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
+from tune3d.recon.croco.cut3r import frames_to_output
 from tune3d.recon.interface import ReconOutput
 
 OUTPUT_KEYS = ("pts3d", "conf", "pts3d_self", "conf_self", "pose", "rgb")
@@ -38,10 +40,6 @@ def stream_cut3r(model, frames: Iterable[Tensor]) -> Iterator[dict[str, Tensor]]
 def stream_output(model, images: Tensor, progress: bool = False) -> ReconOutput:
     """Run :func:`stream_cut3r` over images ``S,3,H,W`` and assemble a ``ReconOutput`` (batch of one,
     on the CPU) like ``model(images[None])``."""
-    from tqdm.auto import tqdm
-
-    from tune3d.recon.croco.cut3r import frames_to_output
-
     frames = tqdm(images, desc="frames", unit="frame", disable=not progress, leave=False)
     # stream_cut3r drops the batch dim per frame; frames_to_output stacks views on dim 1 of B = 1.
     return frames_to_output([{k: v[None] for k, v in r.items()} for r in stream_cut3r(model, frames)])

@@ -23,11 +23,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
+from tune3d.config import save_config
+from tune3d.data import load_scenes
 from tune3d.data.overlap import covisible_partners
+from tune3d.engine import CheckpointManager, RunLogger, make_accelerator, seed_everything, step_generator
 from tune3d.engine.runfolder import RunFolder
 from tune3d.engine.schedule import warmup_decay
 from tune3d.errors import Tune3DError
+from tune3d.io import save_safetensors_atomic, write_json
+from tune3d.recon import create_model
+from tune3d.recon.inference import default_size, model_family, model_input_size
+from tune3d.recon.losses import GRADIENT_LOSSES, recon_loss
 
 
 @dataclass
@@ -126,8 +134,6 @@ class SceneTuples:
 
 
 def load_training_scenes(paths: list[str]) -> list:
-    from tune3d.data import load_scenes
-
     if not paths:
         raise Tune3DError("no training data given (--data SCENE_OR_DIR)")
     scenes = []
@@ -157,8 +163,6 @@ def _state_for_save(model: torch.nn.Module) -> dict[str, Tensor]:
 
 def save_model(model: torch.nn.Module, out: str | os.PathLike, name: str, extra: dict | None = None) -> Path:
     """``out/model.safetensors`` (full state dict) and ``out/model.json`` (registry name + ``extra``)."""
-    from tune3d.io import save_safetensors_atomic, write_json
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "model.safetensors"
@@ -173,15 +177,6 @@ def _lr_lambda(warmup: int, total: int):
 
 def train_recon(cfg: TrainReconConfig, model=None) -> dict:
     """Train ``cfg.model`` (or a given ``model``) and return a summary with the final losses."""
-    from tqdm import tqdm
-
-    from tune3d.config import save_config
-    from tune3d.engine import CheckpointManager, RunLogger, make_accelerator, seed_everything, step_generator
-    from tune3d.io import write_json
-    from tune3d.recon import create_model
-    from tune3d.recon.inference import default_size, model_family, model_input_size
-    from tune3d.recon.losses import GRADIENT_LOSSES, recon_loss
-
     if cfg.point_gradient not in GRADIENT_LOSSES:
         raise Tune3DError(
             f"unknown --point-gradient {cfg.point_gradient!r}; expected one of {', '.join(GRADIENT_LOSSES)}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import torch
 from torch import Tensor
 
 
@@ -14,8 +15,6 @@ def gsplat_status() -> tuple[bool, str]:
 
     Loading the extension may JIT-compile it the first time (gsplat's own behaviour); the answer is cached.
     """
-    import torch
-
     if not torch.cuda.is_available():
         return False, "CUDA is not available"
     try:

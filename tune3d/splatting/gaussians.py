@@ -13,9 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from scipy.spatial import cKDTree
 from torch import Tensor, nn
 
 from tune3d.errors import Tune3DError
+from tune3d.io import load_safetensors, save_safetensors_atomic
+from tune3d.splatting.ply import read_gaussians_ply, write_gaussians_ply
 from tune3d.splatting.sh import MAX_SH_DEGREE, num_sh_bases, rgb_to_sh
 
 PARAM_KEYS = ("means", "quats", "scales", "opacities", "sh0", "shN", "features")
@@ -26,8 +30,6 @@ _FORMAT = "tune3d.feature_gaussians"
 
 def knn_log_scales(xyz: np.ndarray | Tensor, k: int = 3) -> Tensor:
     """3DGS scale init: ``log sqrt(mean squared distance to the k nearest neighbours)``, same on all axes."""
-    from scipy.spatial import cKDTree
-
     pts = np.asarray(xyz.detach().cpu() if isinstance(xyz, Tensor) else xyz, dtype=np.float64)
     if len(pts) < 2:
         return torch.full((len(pts), 3), float(np.log(0.01)))
@@ -167,8 +169,6 @@ class FeatureGaussians(nn.Module):
 
     def save(self, directory: str | os.PathLike) -> None:
         """Write ``gaussians.safetensors`` (+ ``decoder.safetensors``) with sh_degree/dims as metadata."""
-        from tune3d.io import save_safetensors_atomic
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         meta = self._metadata()
@@ -179,10 +179,6 @@ class FeatureGaussians(nn.Module):
     @classmethod
     def load(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> FeatureGaussians:
         """Inverse of :meth:`save`."""
-        from safetensors import safe_open
-
-        from tune3d.io import load_safetensors
-
         directory = Path(directory)
         path = directory / GAUSSIANS_FILE
         tensors = load_safetensors(path)
@@ -207,8 +203,6 @@ class FeatureGaussians(nn.Module):
 
     def export_ply(self, path: str | os.PathLike, with_features: bool = False) -> None:
         """Write a standard 3DGS PLY (Inria layout; opens in SuperSplat etc.); optional ``feat_i`` columns."""
-        from tune3d.splatting.ply import write_gaussians_ply
-
         write_gaussians_ply(
             path, {k: v.detach() for k, v in self.params.items()}, with_features=with_features
         )
@@ -218,8 +212,6 @@ class FeatureGaussians(nn.Module):
         cls, path: str | os.PathLike, feature_dim: int = 64, feature_width: int | None = 384
     ) -> FeatureGaussians:
         """Read a 3DGS PLY; ``feat_i`` columns become the latent features, else zeros ``[N, feature_dim]``."""
-        from tune3d.splatting.ply import read_gaussians_ply
-
         params, sh_degree = read_gaussians_ply(path)
         if params.get("features") is None:
             params["features"] = torch.zeros(params["means"].shape[0], feature_dim)

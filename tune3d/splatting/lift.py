@@ -31,8 +31,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm import tqdm
 
+from tune3d.backbones import extract_features, open_cache
+from tune3d.data import parse_frame_range, scene_point_cloud
+from tune3d.engine import CheckpointManager, RunLogger, resolve_device, step_generator
+from tune3d.engine.runfolder import RunFolder, plain
 from tune3d.errors import Tune3DError
+from tune3d.io import read_json, write_json, write_yaml
 from tune3d.splatting.gaussians import PARAM_KEYS, FeatureGaussians
 from tune3d.splatting.lift_format import (
     CONFIG_FILE,
@@ -43,8 +49,10 @@ from tune3d.splatting.lift_format import (
     split_views,
 )
 from tune3d.splatting.losses import feature_agreement, l1_loss, photometric_loss, psnr, ssim_map
+from tune3d.splatting.rasterize import resolve_backend
 from tune3d.splatting.render import render_rgb_and_features
 from tune3d.splatting.strategy import make_optimizers, make_strategy, means_lr
+from tune3d.viz import colorize_depth, fit_pca, save_png, tile_images
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +118,6 @@ def compute_target_features(
     Each frame's full-resolution image is resized once to ``size`` (a patch multiple) by the extractor; with
     ``cache_dir`` the features go through the backbone's feature cache (computed once across runs).
     """
-    from tune3d.backbones import extract_features, open_cache
-
     opts = {"resolution": size, "layers": None, "norm": True, "resize": "resize"}
     cache = open_cache(cache_dir, backbone, **opts) if cache_dir else None
     images = (scene[i].image() for i in positions)
@@ -123,8 +129,6 @@ def initial_point_cloud(
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Init points: the scene's own cloud (synthetic / COLMAP) or depth back-projection of training frames;
     at most ``cfg.init_points`` (seeded random subset). Returns ``(xyz, rgb uint8, source)``."""
-    from tune3d.data import scene_point_cloud
-
     if scene.points is not None and len(scene.points) > 0:
         xyz, rgb = scene_point_cloud(scene)
         source = "scene"
@@ -158,7 +162,6 @@ def initial_point_cloud(
 def _seeded(seed: int, step: int, device: torch.device):
     """Seed the global RNG (gsplat's split samples with it) from (seed, step), restoring it afterwards."""
     devices = [device] if device.type == "cuda" else []
-    from tune3d.engine import step_generator
 
     with torch.random.fork_rng(devices=devices):
         g = step_generator(seed, step, rank=1)  # rank 1: a stream apart from the view sampling
@@ -249,8 +252,6 @@ def save_renders(
 ) -> None:
     """``renders/<name>_rgb.png`` (GT | render), ``_depth.png`` (GT-free expected depth, turbo) and
     ``_features.png`` (2D features | rendered features, one PCA fitted on both)."""
-    from tune3d.viz import colorize_depth, fit_pca, save_png, tile_images
-
     for view, target in zip(views, targets):
         H, W = view.image.shape[-2:]
         out = render_rgb_and_features(
@@ -266,66 +267,50 @@ def save_renders(
         save_png(tile_images([*pca.to_images(up), *pca.to_images(rendered)]), f"{stem}_features.png")
 
 
-def _fingerprint(record: dict[str, Any]) -> dict[str, Any]:
+# The refusal text for a folder that holds another lift (a RunFolder.refusal template).
+REFUSAL = "{out}: holds a lift with different settings (changed: {changed}); use another --out or --overwrite"
+
+
+def _comparable(record: dict[str, Any]) -> dict[str, Any]:
     lift = {k: v for k, v in record.get("lift", {}).items() if k not in NON_RESULT_FIELDS}
-    lift = {k: list(v) if isinstance(v, tuple) else v for k, v in lift.items()}
     scene = record.get("scene")
     if isinstance(scene, dict) and "fingerprint" in scene:  # the content, not where it lives, identifies it
         scene = {k: v for k, v in scene.items() if k != "path"}
     return {"scene": scene, "backbone": record.get("backbone"), "lift": lift}
 
 
-def _same_settings(old: dict[str, Any], record: dict[str, Any]) -> bool:
-    """Whether ``old`` (a lift's ``config.yaml``) was made with ``record``'s settings. Lifts recorded
-    before scene fingerprints existed are matched on the scene's name and frame count."""
-    a, b = _fingerprint(old), _fingerprint(record)
+def changed_settings(old: dict[str, Any], record: dict[str, Any]) -> list[str]:
+    """What differs between ``old`` (a lift's ``config.yaml``) and ``record``: ``scene/backbone`` first,
+    then the changed lift fields (run-only fields such as ``device`` never count). Lifts recorded before
+    scene fingerprints existed are matched on the scene's name and frame count."""
+    a, b = _comparable(old), _comparable(plain(record))
     if isinstance(a["scene"], dict) and "fingerprint" not in a["scene"] and isinstance(b["scene"], dict):
         a["scene"] = {k: a["scene"].get(k) for k in ("name", "frames")}
         b["scene"] = {k: b["scene"].get(k) for k in ("name", "frames")}
-    return a == b
+    changed = sorted(k for k in a["lift"].keys() | b["lift"].keys() if a["lift"].get(k) != b["lift"].get(k))
+    if a["scene"] != b["scene"] or a["backbone"] != b["backbone"]:
+        changed = ["scene/backbone", *changed]
+    return changed
 
 
-def _read_record(path: Path) -> dict[str, Any] | None:
-    import yaml
-
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return None
+def run_folder(out_dir: str | os.PathLike) -> RunFolder:
+    """``out_dir`` as a lift's :class:`~tune3d.engine.RunFolder` (compared by :func:`changed_settings`)."""
+    return RunFolder(out_dir, config_file=CONFIG_FILE, compare=changed_settings, refusal=REFUSAL)
 
 
 def is_finished(out_dir: str | os.PathLike, record: dict[str, Any]) -> bool:
     """True when ``out_dir`` holds a completed lift (``metrics.json``) made with the same settings."""
-    from tune3d.engine.runfolder import RunFolder
-
-    run = RunFolder(out_dir, config_file=CONFIG_FILE, same=_same_settings)
-    return run.is_finished(record, finished_file=METRICS_FILE)
+    return run_folder(out_dir).is_finished(record, finished_file=METRICS_FILE)
 
 
-def _prepare_out_dir(out_dir: Path, record: dict[str, Any], overwrite: bool) -> None:
-    cfg_path = out_dir / CONFIG_FILE
-    if overwrite and out_dir.exists():
-        for name in ("checkpoints", "renders", METRICS_FILE, "metrics.jsonl", CONFIG_FILE):
-            p = out_dir / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    if cfg_path.is_file():
-        old = _read_record(cfg_path)
-        if old is None or not _same_settings(old, record):
-            changed = sorted(
-                k
-                for k, v in _fingerprint(record)["lift"].items()
-                if _fingerprint(old or {})["lift"].get(k) != v
-            )
-            old_fp, new_fp = _fingerprint(old or {}), _fingerprint(record)
-            if old_fp["scene"] != new_fp["scene"] or old_fp["backbone"] != new_fp["backbone"]:
-                changed = ["scene/backbone", *changed]
-            raise Tune3DError(
-                f"{out_dir}: holds a lift with different settings (changed: "
-                f"{', '.join(changed) or 'unknown'}); use another --out or --overwrite"
-            )
+def _clear(out_dir: Path) -> None:
+    """``--overwrite``: remove a previous lift's outputs (other files in the folder stay)."""
+    for name in ("checkpoints", "renders", METRICS_FILE, "metrics.jsonl", CONFIG_FILE):
+        p = out_dir / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
 
 
 def lift_scene(
@@ -345,21 +330,18 @@ def lift_scene(
     Metrics (held-out views; training views when ``holdout_every == 0``): ``psnr``, ``ssim``, ``feature_l1``,
     ``feature_cosine`` and the same at initialisation as ``initial_*``.
     """
-    from tune3d.data import parse_frame_range
-    from tune3d.engine import CheckpointManager, RunFolder, RunLogger, resolve_device, step_generator
-    from tune3d.io import read_json, write_json, write_yaml
-    from tune3d.splatting.rasterize import resolve_backend
-
     t_start = time.time()
-    run = RunFolder(out_dir)  # a file or read-only --out fails here, before any work
+    run = run_folder(out_dir)  # a file or read-only --out fails here, before any work
     out_dir = run.path
     if cfg.frames:
         scene = scene.subset(parse_frame_range(cfg.frames, len(scene)))
     record = config_record(cfg, scene, backbone)
-    if not overwrite and is_finished(out_dir, record):
+    if not overwrite and run.is_finished(record, finished_file=METRICS_FILE):
         logger.info("%s: already lifted, skipping", out_dir)
         return read_json(out_dir / METRICS_FILE)
-    _prepare_out_dir(out_dir, record, overwrite)
+    if overwrite and out_dir.exists():
+        _clear(out_dir)
+    run.check_resume(record)
     run.prepare()  # also drops temp files and checkpoint folders a killed run left
     write_yaml(out_dir / CONFIG_FILE, record)
 
@@ -413,8 +395,6 @@ def lift_scene(
         start = 0
     strategy.check_sanity(gaussians.params, {k: opts[k] for k in PARAM_KEYS})
     run_log = RunLogger(out_dir, tensorboard=False, resume_step=start if loaded is not None else None)
-
-    from tqdm import tqdm
 
     bar = tqdm(
         range(start, cfg.iters),

@@ -11,12 +11,14 @@ both import this module; neither imports the other.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import SafetensorError, safe_open
 
 from tune3d.errors import Tune3DError
 from tune3d.splatting.gaussians import DECODER_FILE, GAUSSIANS_FILE
@@ -145,8 +147,6 @@ def scene_fingerprint(scene) -> str:
 
     Identifies the scene wherever its folder lives; reads no pixels, so it is cheap for large scenes.
     """
-    import hashlib
-
     h = hashlib.sha256()
     for f in scene.frames:
         h.update(f.name.encode())
@@ -175,8 +175,6 @@ def config_record(cfg: LiftConfig, scene, backbone) -> dict[str, Any]:
 
 def read_gaussians_header(path: str | Path) -> tuple[dict[str, str], dict[str, list[int]]]:
     """safetensors metadata and tensor shapes of ``gaussians.safetensors`` without reading the tensors."""
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tune3d.data import load_scene
 from tune3d.engine.devices import dist_env
+from tune3d.splatting.lift import lift_scene
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +61,6 @@ def lift_scenes(
 
     ``rank`` / ``world_size`` default to the launcher environment (:func:`dist_env`).
     """
-    from tune3d.data import load_scene
-    from tune3d.splatting.lift import lift_scene
-
     env_rank, env_world, _ = dist_env()
     rank = env_rank if rank is None else rank
     world_size = env_world if world_size is None else world_size

@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 import torch
+from plyfile import PlyData, PlyElement
 from torch import Tensor
 
 from tune3d.errors import Tune3DError
@@ -22,8 +23,6 @@ def write_gaussians_ply(
     path: str | os.PathLike, params: dict[str, Tensor], with_features: bool = False
 ) -> None:
     """Write storage-form Gaussian ``params`` (see :mod:`tune3d.splatting.gaussians`) as a binary PLY."""
-    from plyfile import PlyData, PlyElement
-
     n = params["means"].shape[0]
     sh_n = params["shN"].detach().cpu().float()
     f_rest = sh_n.transpose(1, 2).reshape(n, -1)  # [N, 3*(K-1)], channel-major
@@ -56,8 +55,6 @@ def write_gaussians_ply(
 
 def read_gaussians_ply(path: str | os.PathLike) -> tuple[dict[str, Tensor], int]:
     """Read a 3DGS PLY into storage-form params (``features`` None when absent) and its SH degree."""
-    from plyfile import PlyData
-
     try:
         vertex = PlyData.read(str(path))["vertex"]
     except (OSError, KeyError, ValueError) as e:

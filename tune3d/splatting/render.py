@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tune3d.splatting._torch_backend import rasterization_torch
 from tune3d.splatting.gaussians import FeatureGaussians
-from tune3d.splatting.rasterize import resolve_backend
+from tune3d.splatting.rasterize import rasterize, resolve_backend
 from tune3d.splatting.sh import eval_sh
 
 
@@ -66,8 +67,6 @@ def render_rgb_and_features(
     name = resolve_backend(backend, means.device)
 
     if name == "torch":
-        from tune3d.splatting._torch_backend import rasterization_torch
-
         campos = torch.linalg.inv(viewmats)[:, :3, 3]
         rgb_g = torch.clamp_min(
             eval_sh(sh_degree, means[None] - campos[:, None], gaussians.sh_coeffs) + 0.5, 0.0
@@ -92,8 +91,6 @@ def render_rgb_and_features(
         )
         rgb, latent, depth = out[..., :3], out[..., 3 : 3 + D], out[..., -1:]
     else:
-        from tune3d.splatting.rasterize import rasterize
-
         out, alpha, info = rasterize(
             means,
             quats,

@@ -4,10 +4,11 @@ its schedule scaled from the 30k-iteration 3DGS reference (as gsplat keeps ``str
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import torch
+from gsplat.strategy import DefaultStrategy
+from gsplat.strategy.ops import reset_opa
 
 from tune3d.splatting.gaussians import PARAM_KEYS, FeatureGaussians
 from tune3d.splatting.lift_format import LiftConfig
@@ -51,7 +52,7 @@ def _reset_every(cfg: LiftConfig) -> int:
 
 def make_strategy(cfg: LiftConfig):
     """gsplat's ``DefaultStrategy`` with the scaled 3DGS schedule and the ``max_gaussians`` cap."""
-    return _capped_strategy_class()(
+    return CappedDefaultStrategy(
         prune_opa=cfg.prune_opa,
         grow_grad2d=cfg.grow_grad2d,
         grow_scale3d=cfg.grow_scale3d,
@@ -64,43 +65,36 @@ def make_strategy(cfg: LiftConfig):
     )
 
 
-@functools.cache
-def _capped_strategy_class():
-    from gsplat.strategy import DefaultStrategy
-    from gsplat.strategy.ops import reset_opa
+@dataclasses.dataclass
+class CappedDefaultStrategy(DefaultStrategy):
+    """``DefaultStrategy`` plus two things.
 
-    @dataclasses.dataclass
-    class CappedDefaultStrategy(DefaultStrategy):
-        """``DefaultStrategy`` plus two things.
+    * ``max_gaussians``: when growing would exceed the cap, the gradient threshold is raised for that
+      refinement so that only the highest-gradient Gaussians grow (each clone/split adds one). Short,
+      CPU-sized schedules start densifying before the fit settles, when nearly every Gaussian's gradient
+      is above 2e-4; uncapped, the count then doubles at every refinement.
+    * The opacity reset: gsplat 1.5.3 tests ``step % reset_every == 0 & step > 0``, which by operator
+      precedence is never true, so the 3DGS reset never happens; it is applied here (idempotent).
+    """
 
-        * ``max_gaussians``: when growing would exceed the cap, the gradient threshold is raised for that
-          refinement so that only the highest-gradient Gaussians grow (each clone/split adds one). Short,
-          CPU-sized schedules start densifying before the fit settles, when nearly every Gaussian's gradient
-          is above 2e-4; uncapped, the count then doubles at every refinement.
-        * The opacity reset: gsplat 1.5.3 tests ``step % reset_every == 0 & step > 0``, which by operator
-          precedence is never true, so the 3DGS reset never happens; it is applied here (idempotent).
-        """
+    max_gaussians: int = 0
 
-        max_gaussians: int = 0
+    def _grow_gs(self, params, optimizers, state, step):
+        base = self.grow_grad2d
+        if self.max_gaussians > 0:
+            avg = state["grad2d"] / state["count"].clamp_min(1)
+            budget = self.max_gaussians - len(params["means"])
+            above = int((avg > base).sum())
+            if budget <= 0:
+                self.grow_grad2d = float("inf")
+            elif above > budget:
+                self.grow_grad2d = float(torch.topk(avg, budget + 1).values[-1])
+        try:
+            return super()._grow_gs(params, optimizers, state, step)
+        finally:
+            self.grow_grad2d = base
 
-        def _grow_gs(self, params, optimizers, state, step):
-            base = self.grow_grad2d
-            if self.max_gaussians > 0:
-                avg = state["grad2d"] / state["count"].clamp_min(1)
-                budget = self.max_gaussians - len(params["means"])
-                above = int((avg > base).sum())
-                if budget <= 0:
-                    self.grow_grad2d = float("inf")
-                elif above > budget:
-                    self.grow_grad2d = float(torch.topk(avg, budget + 1).values[-1])
-            try:
-                return super()._grow_gs(params, optimizers, state, step)
-            finally:
-                self.grow_grad2d = base
-
-        def step_post_backward(self, params, optimizers, state, step, info, packed=False):
-            super().step_post_backward(params, optimizers, state, step, info, packed=packed)
-            if 0 < step < self.refine_stop_iter and step % self.reset_every == 0:
-                reset_opa(params=params, optimizers=optimizers, state=state, value=self.prune_opa * 2.0)
-
-    return CappedDefaultStrategy
+    def step_post_backward(self, params, optimizers, state, step, info, packed=False):
+        super().step_post_backward(params, optimizers, state, step, info, packed=packed)
+        if 0 < step < self.refine_stop_iter and step % self.reset_every == 0:
+            reset_opa(params=params, optimizers=optimizers, state=state, value=self.prune_opa * 2.0)

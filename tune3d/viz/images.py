@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from tune3d.io import atomic_path
 
@@ -47,8 +48,6 @@ def to_uint8(image: np.ndarray | torch.Tensor) -> np.ndarray:
 
 def save_png(image: np.ndarray | torch.Tensor, path: str | os.PathLike) -> Path:
     """Write an image (see :func:`to_uint8`) as PNG, atomically. Returns the path."""
-    from PIL import Image
-
     path = Path(path)
     with atomic_path(path) as tmp:
         Image.fromarray(to_uint8(image)).save(tmp, format="PNG")

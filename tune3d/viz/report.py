@@ -16,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
+from tune3d.io import write_text_atomic
+from tune3d.viz.images import to_uint8
 
 # Direction of each metric: True = higher is better. Unknown metrics are shown without highlighting.
 HIGHER_IS_BETTER: dict[str, bool] = {
@@ -65,10 +69,6 @@ def png_data_uri(image: np.ndarray | str | os.PathLike) -> str:
     if isinstance(image, (str, os.PathLike)):
         data = Path(image).read_bytes()
     else:
-        from PIL import Image
-
-        from tune3d.viz.images import to_uint8
-
         buf = io.BytesIO()
         Image.fromarray(to_uint8(image)).save(buf, format="PNG", optimize=True)
         data = buf.getvalue()
@@ -159,8 +159,6 @@ def page(title: str, body: Sequence[str]) -> str:
 
 def write_html(path: str | os.PathLike, document: str) -> Path:
     """Write the document atomically; returns the path."""
-    from tune3d.io import write_text_atomic
-
     write_text_atomic(path, document)
     return Path(path)
 

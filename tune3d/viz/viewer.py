@@ -23,8 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.numpy import load_file
+from scipy.spatial.transform import Rotation
 
+from tune3d.data import load_scene
+from tune3d.data.ply import read_points_ply
 from tune3d.errors import Tune3DError
+from tune3d.fit3d.lifted import is_lifted_dir
+from tune3d.splatting.gaussians import GAUSSIANS_FILE
+from tune3d.viz.images import colorize, colorize_depth
+from tune3d.viz.pca import fit_pca
 
 POINTS_FILE = "points.ply"
 CAMERAS_FILE = "cameras.json"
@@ -162,9 +173,6 @@ def _load_predictions(path: Path) -> dict[str, np.ndarray]:
 
 
 def _add_reconstruction(run: RunView, root: Path, max_points: int, max_panels: int) -> None:
-    from tune3d.data.ply import read_points_ply
-    from tune3d.viz.images import colorize, colorize_depth
-
     pred = _load_predictions(root / PREDICTIONS_FILE) if (root / PREDICTIONS_FILE).is_file() else None
     if (root / POINTS_FILE).is_file():
         pts, cols = read_points_ply(root / POINTS_FILE)
@@ -214,17 +222,11 @@ def _add_reconstruction(run: RunView, root: Path, max_points: int, max_panels: i
 
 
 def _is_lifted(path: Path) -> bool:
-    from tune3d.fit3d.lifted import is_lifted_dir
-
     return is_lifted_dir(path)
 
 
 def _lift_cameras(folder: Path) -> list[Camera]:
     """The lift's source-scene cameras when that scene is still on disk; else none."""
-    import yaml
-
-    from tune3d.data import load_scene
-
     try:
         cfg = yaml.safe_load((folder / "config.yaml").read_text()) or {}
         src = Path(cfg["scene"]["path"])
@@ -245,13 +247,6 @@ def _lift_cameras(folder: Path) -> list[Camera]:
 
 def _add_lifted(run: RunView, folder: Path, prefix: str, max_points: int) -> None:
     """Gaussian means coloured by SH degree-0 colour and by a 3-component PCA of their latent features."""
-    import torch
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    from tune3d.splatting.gaussians import GAUSSIANS_FILE
-    from tune3d.viz.pca import fit_pca
-
     path = folder / GAUSSIANS_FILE
     try:
         t = load_file(str(path))
@@ -307,8 +302,6 @@ def load_run(path: str | os.PathLike, max_points: int = 300_000, max_panels: int
 
 
 def _wxyz(R: np.ndarray) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
     x, y, z, w = Rotation.from_matrix(R).as_quat()
     return np.array([w, x, y, z])
 

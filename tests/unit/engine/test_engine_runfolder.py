@@ -56,3 +56,36 @@ def test_out_that_is_a_file_is_refused(tmp_path):
         RunFolder(tmp_path / "f")
     with pytest.raises(Tune3DError, match="is a file"):
         RunFolder(tmp_path / "f" / "sub")
+
+
+def test_stage_compare_and_refusal_hooks(tmp_path):
+    """A stage may bring its own comparison (lift: nested fields, content not path) and its error text."""
+
+    def compare(old, record):  # only "model" counts, nested under "net"
+        return [] if old["net"]["model"] == record["net"]["model"] else ["net.model"]
+
+    run = RunFolder(tmp_path, compare=compare, refusal="{out}: other run (changed: {changed})")
+    write_yaml(tmp_path / "config.yaml", {"net": {"model": "a", "device": "cpu"}})
+    run.check_resume({"net": {"model": "a", "device": "cuda"}})
+    with pytest.raises(Tune3DError, match=r"^.+: other run \(changed: net\.model\)$"):
+        run.check_resume({"net": {"model": "b"}})
+    write_json(tmp_path / "metrics.json", {})
+    assert run.is_finished({"net": {"model": "a"}}) and not run.is_finished({"net": {"model": "b"}})
+
+
+def test_config_that_is_no_mapping_is_not_resumed(tmp_path):
+    (tmp_path / "config.yaml").write_text("[1, 2]\n")
+    run = RunFolder(tmp_path)
+    with pytest.raises(Tune3DError, match=r"different config \(lr\)"):
+        run.check_resume({"lr": 1e-4})
+
+
+def test_check_checkpoint_compares_the_stored_fingerprint(tmp_path):
+    record = {"lr": 1e-4, "steps": 5}
+    run = RunFolder(tmp_path, free=["steps"], refusal="{where}: checkpoint of another run")
+    state = {"fingerprint": run.fingerprint(record)}
+    run.check_checkpoint(tmp_path / "ckpt", state, {**record, "steps": 9})
+    with pytest.raises(Tune3DError, match=r"ckpt: checkpoint of another run$"):
+        run.check_checkpoint(tmp_path / "ckpt", state, {**record, "lr": 2e-4})
+    with pytest.raises(Tune3DError, match="another run"):
+        run.check_checkpoint(tmp_path / "ckpt", {}, record)  # written before fingerprints: refused

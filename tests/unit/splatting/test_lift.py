@@ -9,7 +9,7 @@ import torch
 
 from tune3d.errors import Tune3DError
 from tune3d.splatting import FeatureGaussians
-from tune3d.splatting.lift import View, feature_input_size, lift_losses, lift_scene
+from tune3d.splatting.lift import View, changed_settings, feature_input_size, lift_losses, lift_scene
 from tune3d.splatting.lift_format import LiftConfig, split_views
 from tune3d.splatting.lift_many import scene_out_dirs, shard
 from tune3d.splatting.strategy import make_optimizers, make_strategy
@@ -61,6 +61,24 @@ def test_split_views_holds_out_every_kth():
     assert split_views(5, 0) == ([0, 1, 2, 3, 4], [])
     with pytest.raises(Tune3DError):
         LiftConfig(holdout_every=1)
+
+
+def test_changed_settings_names_lift_fields_and_ignores_run_only_ones():
+    import dataclasses
+
+    lift = dataclasses.asdict(LiftConfig())
+    scene = {"name": "s", "path": "/a/s", "frames": 4, "fingerprint": "f" * 16}
+    old = {"scene": scene, "backbone": {"name": "b", "weights": None}, "lift": lift}
+    moved = {**old, "scene": {**scene, "path": "/b/s"}, "lift": {**lift, "device": "cuda", "tile_size": 8}}
+    assert changed_settings(old, moved) == []  # same content elsewhere; run-only fields do not count
+    new = {**old, "lift": {**lift, "seed": 1, "latent_dim": 6}}
+    assert changed_settings(old, new) == ["latent_dim", "seed"]
+    other = {**old, "scene": {**scene, "fingerprint": "e" * 16}}
+    assert changed_settings(old, other) == ["scene/backbone"]
+    legacy = {**old, "scene": {"name": "s", "path": "s", "frames": 4}}  # before fingerprints: name + count
+    assert changed_settings(legacy, old) == [] and changed_settings(
+        legacy, {**old, "scene": {**scene, "frames": 5}}
+    )
 
 
 def test_feature_input_size_defaults():

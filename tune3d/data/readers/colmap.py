@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from tune3d.data.scene import Frame, Scene
 from tune3d.data.sources import ImageFileSource
@@ -79,8 +80,6 @@ def qvec_to_rotmat(q: np.ndarray) -> np.ndarray:
 
 def rotmat_to_qvec(R: np.ndarray) -> np.ndarray:
     """3x3 rotation -> unit quaternion (w, x, y, z) with w >= 0."""
-    from scipy.spatial.transform import Rotation
-
     x, y, z, w = Rotation.from_matrix(R).as_quat()
     q = np.array([w, x, y, z])
     return q if w >= 0 else -q

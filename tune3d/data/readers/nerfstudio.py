@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tune3d.data.ply import read_points_ply
 from tune3d.data.scene import Frame, Scene
 from tune3d.data.sources import DepthFileSource, ImageFileSource, image_size
 from tune3d.data.validate import as_matrix, check_intrinsics, check_poses, finite_float, positive_int
@@ -148,8 +149,6 @@ def read_transforms(
 
     points = colors = None
     if meta.get("ply_file_path"):
-        from tune3d.data.ply import read_points_ply
-
         # nerfstudio writes the ply already in the (applied_transform-ed) frame of the poses.
         points, colors = read_points_ply(base / str(meta["ply_file_path"]))
     return Scene(

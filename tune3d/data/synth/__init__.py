@@ -13,12 +13,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
 
 from tune3d.data.native import write_scene
 from tune3d.data.scene import Scene, in_memory_frame
 from tune3d.data.synth.render import render_view, sample_points
 from tune3d.data.synth.room import CLASS_NAMES, Room, make_room
 from tune3d.errors import Tune3DError
+from tune3d.geometry import look_at
+from tune3d.io import atomic_path, read_json, write_json
+from tune3d.viz.images import colorize_depth, colorize_labels
 
 __all__ = [
     "CLASS_NAMES",
@@ -50,10 +56,6 @@ def make_K(height: int, width: int, hfov_deg: float) -> np.ndarray:
 
 
 def _look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
-    import torch
-
-    from tune3d.geometry import look_at
-
     return look_at(torch.from_numpy(eye), torch.from_numpy(target)).numpy()
 
 
@@ -156,8 +158,6 @@ def synth_dataset(
     Resumable: scenes whose ``scene.json`` exists are kept when ``dataset.json`` records the same
     parameters; different parameters need ``overwrite=True``.
     """
-    from tune3d.io import read_json, write_json
-
     out = Path(out)
     H, W = int(resolution[0]), int(resolution[1])
     params = {
@@ -179,8 +179,6 @@ def synth_dataset(
     paths = []
     iterator = range(scenes)
     if progress:
-        from tqdm import tqdm
-
         iterator = tqdm(iterator, desc="synth scenes", unit="scene")
     for i in iterator:
         path = out / f"scene_{i:03d}"
@@ -210,11 +208,6 @@ def contact_sheet(
     path_views: int = 24,
 ) -> Path:
     """Save a PNG grid: one row per (seed, view) with RGB | depth | labels | normals tiles."""
-    from PIL import Image
-
-    from tune3d.io import atomic_path
-    from tune3d.viz.images import colorize_depth, colorize_labels
-
     rows = []
     for seed in seeds:
         rng = _rng(seed)
