@@ -24,7 +24,8 @@ def test_ray_map_of_known_cameras_matches_hand_computed():
     world0 = _rigid([[c, -s, 0], [s, c, 0], [0, 0, 1]], [3.0, -2.0, 0.5])  # arbitrary first camera
     turn = [[0, 0, 1], [0, 1, 0], [-1, 0, 0]]  # camera z -> x of the first camera
     c2w = torch.stack([world0, world0 @ _rigid(torch.eye(3), [1, 0, 0]), world0 @ _rigid(turn, [0, 2, 0])])
-    K = torch.tensor([[2.0, 0, 1], [0, 2, 1], [0, 0, 1]], dtype=torch.float64).expand(3, 3, 3)
+    # tune3d K (pixel centres at +0.5): pixel (1, 1) is on the axis, as dust3r's K with cx = cy = 1
+    K = torch.tensor([[2.0, 0, 1.5], [0, 2, 1.5], [0, 0, 1]], dtype=torch.float64).expand(3, 3, 3)
     rm = cut3r_ray_maps(c2w, K, 3, 4)
     assert rm.shape == (3, 6, 3, 4) and rm.dtype == torch.float32
 
@@ -32,7 +33,7 @@ def test_ray_map_of_known_cameras_matches_hand_computed():
         return rm[view, :, v, u].double()
 
     r2 = 2**-0.5
-    # view 0 is the identity: origin 0, directions normalise(inv(K) [u, v, 1])
+    # view 0 is the identity: origin 0, directions normalise(inv(K) [u + 0.5, v + 0.5, 1])
     torch.testing.assert_close(at(0, 1, 1), torch.tensor([0, 0, 0, 0, 0, 1.0], dtype=torch.float64))
     d = torch.tensor([-0.5, -0.5, 1.0], dtype=torch.float64)
     torch.testing.assert_close(at(0, 0, 0)[3:], d / d.norm(), atol=1e-6, rtol=0)
