@@ -17,7 +17,9 @@ confident ``--keep`` fraction of its valid pixels (by the route's own per-view c
 low-confidence points (``min_conf_thr``) before showing a scene: both routes keep the same number of
 points per view, the Sim(3) is fitted on the kept points, and accuracy / completeness are measured
 against the whole valid ground-truth scene (the same reference for both routes). ``conf>3`` is the
-fraction of valid pixels above the demo's default threshold of 3.
+fraction of valid pixels above the demo's default threshold of 3. Last, one line per (points, pixels) pair
+scores every route's points on every route's kept pixels and on a random ``--keep`` fraction, separating
+the choice of pixels (the confidence ranking) from the geometry.
 """
 
 from __future__ import annotations
@@ -142,6 +144,7 @@ def main() -> None:
     for g in [g.strip() for g in args.graphs.split(",") if g.strip()]:
         runs.append((f"global/{g}/init", {"align": "global", "graph": g, "niter": 0}))
         runs.append((f"global/{g}", {"align": "global", "graph": g, "niter": args.niter}))
+    kept = {}
     for name, kw in runs:
         t0 = time.perf_counter()
         recon = reconstruct(model, prep.images, batch_pairs=16, **kw)
@@ -157,6 +160,22 @@ def main() -> None:
         row = {"route": name, **meta, "pairs": len(recon.pairs), "seconds": round(sec, 2)}
         row.update({k: round(v, 4) for k, v in evaluate(recon, gt_pts, gt_valid, gt_c2w, args.keep).items()})
         print(json.dumps(row), flush=True)
+        kept[name] = (torch.from_numpy(recon.pts3d).double(), torch.from_numpy(recon.conf).double())
+
+    # Which pixels vs which geometry: every route's points on every route's kept pixels (and a random half).
+    g = torch.Generator().manual_seed(0)
+    masks = {n: top_confidence(c, gt_valid, args.keep) for n, (_, c) in kept.items()}
+    masks["random"] = gt_valid & (torch.rand(gt_valid.shape, generator=g, dtype=torch.float64) < args.keep)
+    for mask_name, mask in masks.items():
+        for name, (pts, _) in kept.items():
+            m = kept_cloud_metrics(pts, gt_pts, gt_valid, mask)
+            row = {
+                "points": name,
+                "pixels": mask_name,
+                "acc_m": round(m["acc"], 4),
+                "comp_m": round(m["comp"], 4),
+            }
+            print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":
