@@ -11,7 +11,15 @@ sensor depth and KinectFusion poses resized to the model input:
 Pose: relative rotation / translation-direction errors over all frame pairs (degrees, mean and median)
 and AUC@30, plus the absolute trajectory error (RMSE of camera centres after a Sim(3) fit, metres).
 Pointmaps: one Sim(3) per route from all valid pixels, then accuracy / completeness (metres, Spann3R
-protocol on up to 20k points) and ``rel_point``.
+protocol on up to 20k points) and ``rel_point``. The ``*_conf`` columns score only each view's most
+confident ``--keep`` fraction of its valid pixels (by the route's own per-view confidence: DUSt3R's
+``im_conf`` for global alignment, the pair's confidence for the pairwise route), as DUSt3R's demo drops
+low-confidence points (``min_conf_thr``) before showing a scene: both routes keep the same number of
+points per view, the Sim(3) is fitted on the kept points, and accuracy / completeness are measured
+against the whole valid ground-truth scene (the same reference for both routes). ``conf>3`` is the
+fraction of valid pixels above the demo's default threshold of 3. Last, one line per (points, pixels) pair
+scores every route's points on every route's kept pixels and on a random ``--keep`` fraction, separating
+the choice of pixels (the confidence ranking) from the geometry.
 """
 
 from __future__ import annotations
@@ -35,13 +43,43 @@ def ate(c2w_pred: torch.Tensor, c2w_gt: torch.Tensor) -> float:
     return float((apply_sim3(s, R, t, p) - g).norm(dim=-1).pow(2).mean().sqrt())
 
 
-def evaluate(recon, gt_pts: torch.Tensor, gt_valid: torch.Tensor, gt_c2w: torch.Tensor) -> dict:
+def top_confidence(conf: torch.Tensor, valid: torch.Tensor, keep: float) -> torch.Tensor:
+    """Per view ``S,H,W``: the ``keep`` fraction of its ``valid`` pixels with the highest ``conf``."""
+    out = torch.zeros_like(valid)
+    for v in range(conf.shape[0]):
+        idx = valid[v].reshape(-1).nonzero()[:, 0]
+        n = int(round(keep * idx.numel()))
+        if n:
+            best = conf[v].reshape(-1)[idx].argsort(descending=True)[:n]
+            out[v].view(-1)[idx[best]] = True
+    return out
+
+
+def kept_cloud_metrics(pred, gt, valid, kept, max_points: int = 20000, seed: int = 0) -> dict:
+    """Accuracy / completeness of the ``kept`` points of ``pred`` against all ``valid`` points of ``gt``
+    (``S,H,W,3``), after one Sim(3) fitted on the kept pixels."""
+    from tune3d.metrics.pointmap import align_pointmaps, nearest_neighbors
+
+    P = align_pointmaps(pred, gt, kept, "umeyama")[kept].numpy()
+    G = gt[valid].numpy()
+    rng = np.random.default_rng(seed)
+    if len(P) > max_points:
+        P = P[rng.choice(len(P), max_points, replace=False)]
+    if len(G) > max_points:
+        G = G[rng.choice(len(G), max_points, replace=False)]
+    return {"acc": float(nearest_neighbors(P, G)[0].mean()), "comp": float(nearest_neighbors(G, P)[0].mean())}
+
+
+def evaluate(recon, gt_pts: torch.Tensor, gt_valid: torch.Tensor, gt_c2w: torch.Tensor, keep: float) -> dict:
     from tune3d.metrics.pointmap import pointmap_metrics
     from tune3d.metrics.pose import pose_metrics
 
     c2w = torch.from_numpy(recon.c2w).double()
     pose = pose_metrics(c2w, gt_c2w, auc_thresholds=(30,), accuracy_thresholds=(15,))
-    pts = pointmap_metrics(torch.from_numpy(recon.pts3d).double(), gt_pts, gt_valid, max_points=20000)
+    pred = torch.from_numpy(recon.pts3d).double()
+    conf = torch.from_numpy(recon.conf).double()
+    pts = pointmap_metrics(pred, gt_pts, gt_valid, max_points=20000)
+    top = kept_cloud_metrics(pred, gt_pts, gt_valid, top_confidence(conf, gt_valid, keep))
     return {
         "rot_err_mean": pose["rot_err_mean"],
         "rot_err_median": pose["rot_err_median"],
@@ -52,6 +90,9 @@ def evaluate(recon, gt_pts: torch.Tensor, gt_valid: torch.Tensor, gt_c2w: torch.
         "acc_m": pts["acc"],
         "comp_m": pts["comp"],
         "rel_point": pts["rel_point"],
+        "acc_conf_m": top["acc"],
+        "comp_conf_m": top["comp"],
+        "conf>3": float((conf[gt_valid] > 3).double().mean()),
     }
 
 
@@ -65,6 +106,10 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--graphs", default="complete,swin-3")
     ap.add_argument("--niter", type=int, default=300)
+    ap.add_argument("--save", type=Path, default=None, help="Folder for each route's predictions (npz).")
+    ap.add_argument(
+        "--keep", type=float, default=0.5, help="Fraction of valid pixels kept per view (*_conf)."
+    )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
 
@@ -92,19 +137,45 @@ def main() -> None:
     K = torch.from_numpy(np.stack([f.K for f in frames])).double()
     gt_pts, gt_valid = depth_to_pointmap(depth, K, gt_c2w), depth > 0
     meta = {"model": args.model, "weights": str(args.weights) if args.weights else "random init",
-            "frames": args.frames, "views": S, "input": f"{H}x{W}", "device": args.device}  # fmt: skip
+            "frames": args.frames, "views": S, "input": f"{H}x{W}", "device": args.device,
+            "keep": args.keep}  # fmt: skip
 
     runs = [("pairwise_to_first", {"align": "none"})]
     for g in [g.strip() for g in args.graphs.split(",") if g.strip()]:
         runs.append((f"global/{g}/init", {"align": "global", "graph": g, "niter": 0}))
         runs.append((f"global/{g}", {"align": "global", "graph": g, "niter": args.niter}))
+    kept = {}
     for name, kw in runs:
         t0 = time.perf_counter()
         recon = reconstruct(model, prep.images, batch_pairs=16, **kw)
         sec = time.perf_counter() - t0
+        if args.save is not None:
+            args.save.mkdir(parents=True, exist_ok=True)
+            np.savez(
+                args.save / (name.replace("/", "_") + ".npz"),
+                pts3d=recon.pts3d,
+                conf=recon.conf,
+                c2w=recon.c2w,
+            )
         row = {"route": name, **meta, "pairs": len(recon.pairs), "seconds": round(sec, 2)}
-        row.update({k: round(v, 4) for k, v in evaluate(recon, gt_pts, gt_valid, gt_c2w).items()})
+        row.update({k: round(v, 4) for k, v in evaluate(recon, gt_pts, gt_valid, gt_c2w, args.keep).items()})
         print(json.dumps(row), flush=True)
+        kept[name] = (torch.from_numpy(recon.pts3d).double(), torch.from_numpy(recon.conf).double())
+
+    # Which pixels vs which geometry: every route's points on every route's kept pixels (and a random half).
+    g = torch.Generator().manual_seed(0)
+    masks = {n: top_confidence(c, gt_valid, args.keep) for n, (_, c) in kept.items()}
+    masks["random"] = gt_valid & (torch.rand(gt_valid.shape, generator=g, dtype=torch.float64) < args.keep)
+    for mask_name, mask in masks.items():
+        for name, (pts, _) in kept.items():
+            m = kept_cloud_metrics(pts, gt_pts, gt_valid, mask)
+            row = {
+                "points": name,
+                "pixels": mask_name,
+                "acc_m": round(m["acc"], 4),
+                "comp_m": round(m["comp"], 4),
+            }
+            print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

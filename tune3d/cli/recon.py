@@ -132,7 +132,8 @@ def register(app: typer.Typer) -> None:
 
         Pairwise models (DUSt3R, MASt3R) run every pair of the pair graph and fuse them by global
         alignment (``--align none``: every image paired with the first); CUT3R and VGGT take all images
-        in one forward. Outputs are in image 1's camera frame unless ``--poses`` gives the world.
+        in one forward (CUT3R streamed; ``--poses`` with K feed its ray-map input). Outputs are in image
+        1's camera frame unless ``--poses`` gives the world.
         """
         from tune3d.engine.runfolder import check_out_dir
 
@@ -171,9 +172,16 @@ def register(app: typer.Typer) -> None:
             raise Tune3DError(f"{where}: need at least two images, got {len(images)}")
         prep = prepare_images(images, net, size=size, mode=mode)
         known_c2w = known_K = None
+        from tune3d.recon.inference import model_family
+
+        rays = model_family(net) == "cut3r"  # CUT3R takes known cameras as its ray-map input
         for given in (poses, intrinsics):
-            if given is not None and (net.num_views != 2 or align != "global"):
-                raise Tune3DError(f"{given}: known cameras are used by global alignment (DUSt3R/MASt3R)")
+            if given is not None and not rays and (net.num_views != 2 or align != "global"):
+                raise Tune3DError(
+                    f"{given}: known cameras are used by global alignment (DUSt3R/MASt3R) and CUT3R ray maps"
+                )
+        if rays and intrinsics is not None and poses is None:
+            raise Tune3DError(f"{intrinsics}: CUT3R's ray-map input needs --poses as well")
         if poses is not None:
             from tune3d.recon.known_cameras import load_known_cameras
 
@@ -182,6 +190,8 @@ def register(app: typer.Typer) -> None:
             from tune3d.recon.known_cameras import load_intrinsics
 
             known_K = load_intrinsics(intrinsics, prep)
+        if rays and poses is not None and known_K is None:
+            raise Tune3DError(f"{poses}: CUT3R's ray-map input needs intrinsics (K per view or --intrinsics)")
         recon = run(
             net,
             prep.images,

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from tune3d.errors import Tune3DError
 from tune3d.geometry.cameras import invert_rigid
 from tune3d.geometry.pose import estimate_focal_from_pointmap, pose_from_pointmaps
+from tune3d.recon.croco.cut3r_rays import cut3r_ray_maps
 from tune3d.recon.global_alignment import global_alignment
 from tune3d.recon.graph import check_connected, make_pairs
 from tune3d.recon.interface import ReconModel
@@ -376,6 +377,14 @@ def _global_route(
     )
 
 
+def _cut3r_known_ray_maps(known_c2w, known_K, H: int, W: int) -> Tensor:
+    """CUT3R's ray maps ``S,6,H,W`` from known ``c2w`` ``S,4,4`` and ``K`` ``S,3,3`` (both needed)."""
+    if known_c2w is None or known_K is None:
+        raise Tune3DError("CUT3R's ray-map input needs both camera poses and intrinsics")
+    c2w = torch.as_tensor(known_c2w, dtype=torch.float64).cpu()
+    return cut3r_ray_maps(c2w, torch.as_tensor(known_K, dtype=torch.float64).cpu(), H, W)
+
+
 ALIGN_MODES = ("global", "none")
 
 
@@ -394,7 +403,9 @@ def reconstruct(
     """Run ``model`` on images ``S,3,H,W`` of one scene; collect per-image outputs (see the module doc).
 
     ``align``/``graph``/``known_K`` (``S,3,3`` at the model input)/``known_c2w`` (``S,4,4``)/``niter``
-    apply to pairwise models; N-view models always run one forward over all images.
+    apply to pairwise models; N-view models always run one forward over all images. CUT3R takes known
+    cameras (both ``known_c2w`` and ``known_K``) as its ray-map input; its points are then reported in the
+    poses' world (view 1's output frame placed at ``known_c2w[0]``) with the given cameras.
     """
     if align not in ALIGN_MODES:
         raise Tune3DError(f"--align {align!r}: expected one of {', '.join(ALIGN_MODES)}")
@@ -447,8 +458,13 @@ def reconstruct(
             camera_source="procrustes+focal",
             pairs=pairs,
         )
+    ray_maps = None
+    if model_family(model) == "cut3r" and (known_c2w is not None or known_K is not None):
+        ray_maps = _cut3r_known_ray_maps(known_c2w, known_K, H, W)
+    elif known_c2w is not None or known_K is not None:
+        raise Tune3DError(f"{model_family(model)}: known cameras are not an input of this model")
     if model_family(model) == "cut3r":  # one frame at a time through the recurrent state
-        out = stream_output(model, x, progress)
+        out = stream_output(model, x, progress, ray_maps)
     else:
         out = model(x[None])
     if out.depth is not None:
@@ -470,8 +486,14 @@ def reconstruct(
         Kt[:, 0, 0] = Kt[:, 1, 1] = f.cpu()
         Kt[:, 0, 2], Kt[:, 1, 2], Kt[:, 2, 2] = W / 2, H / 2, 1
         K = Kt.numpy()
+    pts3d = out.pts3d[0].float().cpu().numpy()
+    if ray_maps is not None:  # the given cameras; outputs (in view 1's frame) go to the poses' world
+        world = torch.as_tensor(known_c2w, dtype=torch.float64).cpu()
+        pts3d = (out.pts3d[0].double().cpu() @ world[0, :3, :3].T + world[0, :3, 3]).float().numpy()
+        c2w, K = world.numpy(), torch.as_tensor(known_K, dtype=torch.float64).cpu().numpy()
+        source = "known"
     return Reconstruction(
-        pts3d=out.pts3d[0].float().cpu().numpy(),
+        pts3d=pts3d,
         conf=out.pts3d_conf[0].float().cpu().numpy(),
         depth=None if depth is None else depth.float().cpu().numpy(),
         depth_conf=None if dconf is None else dconf.float().cpu().numpy(),

@@ -97,6 +97,28 @@ def test_exact_pointmaps_recover_poses_focal_and_points():
     assert float(err.median()) < 0.01 * float(depth.mean())
 
 
+def test_spanning_tree_skips_low_confidence_wrong_pairs():
+    """DUSt3R's init walks the maximum spanning tree of ``mean(conf_i) * mean(conf_j)``: wrong pairs with low
+    confidence stay out of it, so the initialisation is still exact; with their confidence raised above
+    the others they enter the tree and break it."""
+    K, c2w, depth = _scene(n=5, seed=4)
+    edges = make_pairs(5, "complete")
+    pi, pj, ci, cj = _pairwise(edges, K, c2w, depth)
+    a = math.radians(25)
+    turn = torch.tensor([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+    bad = [e for e, (i, j) in enumerate(edges) if {i, j} in ({0, 2}, {1, 3}, {2, 4})]
+    for e in bad:
+        pj[e] = pj[e] @ turn.T  # view j rotated in view i's frame: a wrong relative pose
+        ci[e], cj[e] = 1.5, 1.5
+    init = global_alignment(edges, pi, pj, ci, cj, niter=0)
+    assert not {frozenset(t) for t in init.tree} & {frozenset(edges[e]) for e in bad}
+    assert _pose_errors(init.c2w, c2w)[0] < 1e-3
+    for e in bad:
+        ci[e], cj[e] = 9.0, 9.0
+    trusted = global_alignment(edges, pi, pj, ci, cj, niter=0)
+    assert _pose_errors(trusted.c2w, c2w)[0] > 10
+
+
 def test_noise_degrades_gracefully_and_sparse_graph_works():
     K, c2w, depth = _scene(n=6, seed=1)
     errors = []

@@ -11,11 +11,19 @@ carried across frames. For frame ``i``:
    ``(mean encoder token, output pose token)``;
 4. the head predicts the self-view and world pointmaps, the image and the camera pose (``cut3r_heads``).
 
-Scope (documented simplifications): image-only input, as in the official demo. The ray-map branch
-(``patch_embed_ray_map``, ``enc_blocks_ray_map``, ``enc_norm_ray_map``, ``masked_*_token``) is built so the
-released checkpoints load strictly and is exposed as :meth:`CUT3R.encode_ray_map`, but ``forward`` never
-feeds ray maps; there are no per-sample ``img_mask``/``reset``/``update`` masks: the state and memory are
-updated after every frame. With those defaults the official update rule reduces to exactly this.
+Known cameras (CUT3R's ray-map input): ``forward(images, ray_maps, ray_mask)`` and :meth:`CUT3R.encode_frame`
+take per-view 6-channel ray maps (:func:`tune3d.recon.croco.cut3r_rays.cut3r_ray_maps`: origin + direction
+relative to the first view, as CUT3R's training data builds them). As the official ``_encode_views``
+combines them: a view with a ray map gets ``image tokens + ray-encoder tokens`` (``patch_embed_ray_map``,
+``enc_blocks_ray_map``, ``enc_norm_ray_map``); when any view of the batch has a ray map, a view without
+one gets ``image tokens + masked_ray_map_token``; when none has, image tokens alone (the official demo).
+The streaming path (:mod:`tune3d.recon.streaming`) applies the same rule per frame, with "any view has a
+ray map" decided for the stream up front (``with_rays``), so streamed == batched.
+
+Scope (documented simplifications): every view has an image (``img_mask`` all true; ray-only views, the
+official novel-view queries that swap in ``masked_img_token`` and skip the state update, are not
+supported); there are no per-sample ``reset``/``update`` masks: the state and memory are updated after
+every frame. With those defaults the official update rule reduces to exactly this.
 The official pure-PyTorch RoPE cannot index the pose token's position -1 (only its CUDA kernel can);
 our :class:`RoPE2D` computes the angles from positions directly, which matches the CUDA kernel.
 Like CUT3R's vendored CroCo encoder (not the decoders), the image encoder rounds q/k to float16 around RoPE
@@ -170,11 +178,39 @@ class CUT3R(CroCoEncoderModel):
         return CUT3RState(feat, self.state_positions(batch, device), mem)
 
     def encode_ray_map(self, ray_map: Tensor) -> tuple[Tensor, Tensor]:
-        """Ray maps ``N,6,H,W`` -> tokens ``N,h*w,C`` and positions (not used by ``forward``)."""
+        """Ray maps ``N,6,H,W`` (raw, not normalised) -> tokens ``N,h*w,C`` and positions ``N,h*w,2``."""
         x, pos = self.patch_embed_ray_map(ray_map)
         for blk in self.enc_blocks_ray_map:
             x = blk(x, pos)
         return self.enc_norm_ray_map(x), pos
+
+    def encode_frame(
+        self, images: Tensor, ray_maps: Tensor | None = None, ray_mask: Tensor | None = None, with_rays=None
+    ) -> tuple[Tensor, Tensor]:
+        """Frame tokens ``N,h*w,C`` and positions for images ``N,3,H,W`` in [0, 1] and optional ray maps
+        ``N,6,H,W`` (``ray_mask`` ``N`` bool says which are given; default: all when ``ray_maps`` is given).
+
+        ``with_rays`` (default: whether any ray map is given here) is the official "some view of the batch
+        has a ray map" switch: when true, views without a ray map get ``masked_ray_map_token`` added."""
+        feat, pos = self.encode(images)
+        N = images.shape[0]
+        if ray_mask is None:
+            ray_mask = torch.full((N,), ray_maps is not None, dtype=torch.bool, device=images.device)
+        ray_mask = ray_mask.to(device=images.device, dtype=torch.bool).reshape(N)
+        if with_rays is None:
+            with_rays = bool(ray_mask.any())
+        if not with_rays:
+            return feat, pos
+        extra = self.masked_ray_map_token.to(feat.dtype).expand(N, feat.shape[1], -1)
+        if ray_mask.any():
+            if ray_maps is None or ray_maps.shape != (N, 6, *images.shape[-2:]):
+                got = None if ray_maps is None else tuple(ray_maps.shape)
+                raise ValueError(f"ray maps must be N,6,H,W like the images {tuple(images.shape)}, got {got}")
+            ray_tok, _ = self.encode_ray_map(ray_maps[ray_mask].to(feat.dtype))  # only given maps (NaN-safe)
+            full = feat.new_zeros(feat.shape)
+            full[ray_mask] = ray_tok
+            extra = torch.where(ray_mask[:, None, None], full, extra)
+        return feat + extra, pos
 
     # -- one frame ---------------------------------------------------------------------------------------
     def decode(self, state: Tensor, state_pos: Tensor, feat: Tensor, pos: Tensor, pose_feat: Tensor):
@@ -204,11 +240,16 @@ class CUT3R(CroCoEncoderModel):
         res = self.downstream_head([t.float() for t in head_in], image_size, pos)
         return res, CUT3RState(new_state, state.pos, new_mem)
 
-    def forward_frames(self, images: Tensor) -> list[dict[str, Tensor]]:
-        """Official-style per-frame output dicts for images ``B,S,3,H,W`` in [0, 1], processed in order."""
+    def forward_frames(
+        self, images: Tensor, ray_maps: Tensor | None = None, ray_mask: Tensor | None = None
+    ) -> list[dict[str, Tensor]]:
+        """Official-style per-frame output dicts for images ``B,S,3,H,W`` in [0, 1], processed in order;
+        optional known cameras as ray maps ``B,S,6,H,W`` with ``ray_mask`` ``B,S`` (see the module doc)."""
         self._check_images(images)
         B, S, _, H, W = images.shape
-        feats, pos = self.encode(images.flatten(0, 1))
+        flat_rays = None if ray_maps is None else ray_maps.flatten(0, 1)
+        flat_mask = None if ray_mask is None else ray_mask.flatten(0, 1)
+        feats, pos = self.encode_frame(images.flatten(0, 1), flat_rays, flat_mask)
         feats, pos = feats.unflatten(0, (B, S)), pos.unflatten(0, (B, S))
         state = self.init_state(B, images.device)
         results = []
@@ -217,8 +258,10 @@ class CUT3R(CroCoEncoderModel):
             results.append(res)
         return results
 
-    def forward(self, images: Tensor) -> ReconOutput:
-        return frames_to_output(self.forward_frames(images))
+    def forward(
+        self, images: Tensor, ray_maps: Tensor | None = None, ray_mask: Tensor | None = None
+    ) -> ReconOutput:
+        return frames_to_output(self.forward_frames(images, ray_maps, ray_mask))
 
 
 def _factory(base: CUT3RConfig):
