@@ -19,9 +19,12 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import Tensor
 
 from tune3d.errors import Tune3DError
+from tune3d.io import save_safetensors_atomic
 from tune3d.splatting.gaussians import DECODER_FILE, GAUSSIANS_FILE
 
 log = logging.getLogger(__name__)
@@ -104,9 +107,6 @@ class TargetCache:
             return self._items[key]
         path = self.path(key)
         if path is not None and path.is_file():
-            from safetensors import SafetensorError
-            from safetensors.torch import load_file
-
             try:
                 data = load_file(str(path))
                 item = (data["target"], data["mask"])
@@ -123,8 +123,6 @@ class TargetCache:
         item = (target.detach().to("cpu").contiguous(), mask.detach().to("cpu").contiguous())
         path = self.path(key)
         if path is not None:
-            from tune3d.io import save_safetensors_atomic
-
             save_safetensors_atomic(
                 {"target": item[0], "mask": item[1]}, path, {"format": str(TARGET_FORMAT)}
             )

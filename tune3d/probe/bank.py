@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from tune3d.errors import Tune3DError
@@ -211,8 +212,6 @@ class FeatureBank:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FeatureBank:
-        from safetensors import safe_open
-
         tensors = load_safetensors(path)
         if "patch" not in tensors:
             raise Tune3DError(f"{path}: not a feature bank (no 'patch' tensor)")

@@ -12,8 +12,11 @@ import dataclasses
 import os
 from typing import Any
 
+from tune3d.data.benchmarks import open_dataset
 from tune3d.errors import Tune3DError
 from tune3d.probe.config import ProbeConfig
+from tune3d.probe.paper import run_paper_probe
+from tune3d.probe.run import run_probe
 
 PROTOCOLS = ("fast", "paper")
 
@@ -38,9 +41,6 @@ def run_dataset_probe(
     ``paper_options``: :class:`~tune3d.probe.paper.PaperOptions` of the ``paper`` protocol.
     Returns the metrics dict written to ``out_dir/metrics.json``.
     """
-    from tune3d.data.benchmarks import open_dataset
-    from tune3d.probe.run import run_probe
-
     if protocol not in PROTOCOLS:
         raise Tune3DError(f"--protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
     train = open_dataset(dataset, root, split_train, task)
@@ -63,8 +63,6 @@ def run_dataset_probe(
         run_info=info,
     )
     if protocol == "paper":
-        from tune3d.probe.paper import run_paper_probe
-
         return run_paper_probe(task, backbone, train, test, cfg, out_dir, paper_options, **shared)
     if cfg.image_size is None:
         cfg.image_size = list(train[0][0].shape[:2])

@@ -16,6 +16,7 @@ The crops of a step are the same for any split into processes x accumulation x b
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import math
@@ -35,6 +36,8 @@ from tune3d.engine.devices import make_accelerator
 from tune3d.engine.seed import seed_everything
 from tune3d.errors import Tune3DError
 from tune3d.io import save_safetensors_atomic, write_json, write_yaml
+from tune3d.metrics.depth import DepthMetricAccumulator
+from tune3d.metrics.segmentation import ConfusionMatrix
 from tune3d.probe import augment as A
 from tune3d.probe.config import ProbeConfig
 from tune3d.probe.heads import BinnedDepthHead, LinearSegHead
@@ -267,8 +270,6 @@ def run_paper_probe(
 
 def _plain_bn(module: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``module`` with every SyncBatchNorm replaced by an equivalent BatchNorm2d."""
-    import copy
-
     module = copy.deepcopy(module)
     for name, child in list(module.named_children()):
         if isinstance(child, torch.nn.SyncBatchNorm):
@@ -292,8 +293,6 @@ def evaluate_seg_paper(
     progress: bool = False,
 ) -> dict[str, Any]:
     """mIoU / mAcc / aAcc (fractions) with the sliding-window test at the (2048, 512) scale."""
-    from tune3d.metrics.segmentation import ConfusionMatrix
-
     cm = ConfusionMatrix(num_classes, ignore_index=255)
 
     def fn(crop: torch.Tensor) -> torch.Tensor:
@@ -333,8 +332,6 @@ def evaluate_depth_paper(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Depth metrics of the whole-image, flip-averaged prediction inside ``eval_mask(gt)``."""
-    from tune3d.metrics.depth import DepthMetricAccumulator
-
     acc = DepthMetricAccumulator(min_depth=cfg.min_depth, max_depth=cfg.max_depth, align="none")
 
     def fn(img: torch.Tensor) -> torch.Tensor:

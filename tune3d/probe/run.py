@@ -30,6 +30,7 @@ from tune3d.probe.train import (
     train_depth_probe,
     train_seg_probe,
 )
+from tune3d.viz.images import colorize_depth, colorize_labels, save_png, tile_images
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +189,6 @@ def _write_predictions(task: str, head: Any, bank: FeatureBank, cfg: ProbeConfig
 
     Depth panels share one colour range per image (the ground truth's valid 2-98th percentiles).
     """
-    from tune3d.viz.images import colorize_depth, colorize_labels, save_png, tile_images
-
     n = 0 if bank.images is None else min(len(bank.images), cfg.num_vis)
     if n == 0:
         return

@@ -15,6 +15,8 @@ from tqdm.auto import tqdm
 from tune3d.engine.devices import resolve_device
 from tune3d.engine.seed import step_generator
 from tune3d.errors import Tune3DError
+from tune3d.metrics.depth import DepthMetricAccumulator
+from tune3d.metrics.segmentation import ConfusionMatrix
 from tune3d.probe.bank import FeatureBank
 from tune3d.probe.config import ProbeConfig
 from tune3d.probe.heads import BinnedDepthHead, LinearSegHead
@@ -178,8 +180,6 @@ def evaluate_seg_probe(
 ) -> dict[str, Any]:
     """mIoU / mAcc / aAcc (fractions in [0, 1]) over the whole bank, plus per-class IoU and accuracy
     (``null`` for classes absent from both prediction and ground truth)."""
-    from tune3d.metrics.segmentation import ConfusionMatrix
-
     _check_bank(bank, "segmentation probe evaluation")
     cm = ConfusionMatrix(num_classes, ignore_index=255)
     bar = tqdm(total=len(bank), desc="seg eval", disable=not cfg.progress, dynamic_ncols=True)
@@ -212,8 +212,6 @@ def evaluate_depth_probe(
     averaged over images, no alignment): abs_rel, sq_rel, rmse, rmse_log, log10, delta1-3, silog.
 
     ``eval_mask(gt H,W numpy) -> bool H,W`` further restricts the pixels (e.g. the Eigen crop)."""
-    from tune3d.metrics.depth import DepthMetricAccumulator
-
     _check_bank(bank, "depth probe evaluation")
     acc = DepthMetricAccumulator(min_depth=cfg.min_depth, max_depth=cfg.max_depth, align="none")
     bar = tqdm(total=len(bank), desc="depth eval", disable=not cfg.progress, dynamic_ncols=True)

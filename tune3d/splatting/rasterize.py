@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 
 from tune3d.errors import Tune3DError
-from tune3d.splatting._torch_backend import check_pixel_grid
+from tune3d.splatting._gsplat_backend import gsplat_status, rasterization_gsplat
+from tune3d.splatting._torch_backend import check_pixel_grid, rasterization_torch
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +30,6 @@ def resolve_backend(backend: str = "auto", device: torch.device | str | None = N
     loads, else torch; the choice is logged once. Asking for ``"gsplat"`` where it cannot run raises
     :class:`Tune3DError`.
     """
-    from tune3d.splatting._gsplat_backend import gsplat_status
-
     if device is None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
@@ -191,8 +190,6 @@ def rasterize(
         rasterize_mode=rasterize_mode,
     )
     if name == "gsplat":
-        from tune3d.splatting._gsplat_backend import rasterization_gsplat
-
         colors_out, alphas, info = rasterization_gsplat(
             means, quats, scales, opacities, colors, viewmats, Ks, width, height, absgrad=absgrad, **kwargs
         )
@@ -203,8 +200,6 @@ def rasterize(
         return colors_out, alphas, info
     if absgrad:
         raise Tune3DError("absgrad=True is only supported by the gsplat backend")
-    from tune3d.splatting._torch_backend import rasterization_torch
-
     return rasterization_torch(
         means,
         quats,

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from tune3d.data.benchmarks.classes import pascal_palette
 from tune3d.data.sources import _open_pil, image_size
 from tune3d.errors import Tune3DError
 
@@ -73,8 +75,6 @@ class DatasetInfo:
 
     @property
     def palette(self) -> np.ndarray | None:
-        from tune3d.data.benchmarks.classes import pascal_palette
-
         return None if self.num_classes is None else pascal_palette(self.num_classes)
 
 
@@ -258,6 +258,4 @@ class BenchmarkDataset(Sequence):
 
 
 def _resize_rgb(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
-
     return np.array(Image.fromarray(image).resize((shape[1], shape[0]), Image.BILINEAR), dtype=np.uint8)

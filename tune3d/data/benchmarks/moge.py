@@ -20,7 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
+from tune3d.data.benchmarks.moge_viewport import warp_to_viewport
+from tune3d.data.sources import ImageFileSource
 from tune3d.errors import Tune3DError
 
 INDEX = ".index.txt"
@@ -76,8 +79,6 @@ def list_moge_instances(folder: str | Path, dataset: str | None = None) -> list[
 
 def read_moge_depth(path: str | Path) -> np.ndarray:
     """Decode a MoGe ``depth.png`` -> float32 ``H,W`` with NaN = unknown and inf = infinitely far."""
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     try:
         with Image.open(path) as im:
@@ -140,9 +141,6 @@ def load_moge_instance(inst: MoGeInstance, viewport: tuple[int, int] | None = No
     to it as MoGe's evaluation does (``MOGE_VIEWPORTS[dataset]``); None keeps the original frame. The
     mask then keeps finite depth up to 1000x its 1% quantile.
     """
-    from tune3d.data.benchmarks.moge_viewport import warp_to_viewport
-    from tune3d.data.sources import ImageFileSource
-
     image = ImageFileSource(inst.folder / "image.jpg").load()
     depth = read_moge_depth(inst.folder / "depth.png")
     H, W = image.shape[:2]
@@ -164,8 +162,6 @@ def load_moge_instance(inst: MoGeInstance, viewport: tuple[int, int] | None = No
 
 def write_moge_depth(path: str | Path, depth: np.ndarray) -> None:
     """Encode ``depth`` (H,W float; NaN unknown, inf infinite) in MoGe's format (fixtures and exports)."""
-    from PIL import Image, PngImagePlugin
-
     d = np.asarray(depth, dtype=np.float64)
     finite = np.isfinite(d) & (d > 0)
     near = max(float(d[finite].min()), 1e-5) if finite.any() else 1.0

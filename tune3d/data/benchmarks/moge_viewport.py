@@ -21,6 +21,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
 
 # (width, height) of each dataset's viewport in MoGe's evaluation config.
 MOGE_VIEWPORTS: dict[str, tuple[int, int]] = {
@@ -123,9 +126,6 @@ def _unit_rays(Kn: np.ndarray, h: int, w: int) -> np.ndarray:
 
 def _bilinear(image: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
     """Sample ``image`` (H,W,C uint8) at float pixel coordinates (centres at integers), zeros outside."""
-    import torch
-    import torch.nn.functional as F
-
     H, W = image.shape[:2]
     grid = np.empty((*px.shape, 2), dtype=np.float32)
     grid[..., 0], grid[..., 1] = (2 * px + 1) / W - 1, (2 * py + 1) / H - 1
@@ -144,8 +144,6 @@ def warp_to_viewport(
     ``image`` H,W,3 uint8; ``depth`` H,W (any value where ``mask`` is False); ``Kn`` normalised 3x3.
     Returns ``{"image": height,width,3 uint8, "depth": float32 (0 where invalid), "mask": bool,
     "Kn": normalised 3x3}``; MoGe's depth cut (1000x the 1% quantile) is left to the caller."""
-    from PIL import Image
-
     R, Kt = viewport_intrinsics(Kn, width, height)
     H, W = depth.shape
     raw_h, raw_v = abs(1.0 / Kn[0, 0]), abs(1.0 / Kn[1, 1])

@@ -23,7 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from scipy.ndimage import binary_erosion
 
+from tune3d.data.sources import ImageFileSource, _load_npy, resize_array
 from tune3d.errors import Tune3DError
 
 log = logging.getLogger(__name__)
@@ -160,18 +163,12 @@ def eth3d_sequences(root: str | Path) -> list[Pi3Sequence]:
 
 
 def _erode(mask: np.ndarray, k: int = MASK_ERODE) -> np.ndarray:
-    from scipy.ndimage import binary_erosion
-
     # border_value=1: the image border does not erode the mask (OpenCV's default border for erode)
     return binary_erosion(mask, structure=np.ones((k, k), bool), border_value=1)
 
 
 def load_pi3_frame(frame: Pi3Frame) -> tuple[np.ndarray, np.ndarray]:
     """(image H,W,3 uint8 at the depth's size, depth H,W float32 with 0 = invalid / masked out)."""
-    from PIL import Image
-
-    from tune3d.data.sources import ImageFileSource, _load_npy, resize_array
-
     image = ImageFileSource(frame.image).load()
     if frame.kind == "dtu":
         depth = _load_npy(frame.depth, "depth")

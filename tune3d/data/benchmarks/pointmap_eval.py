@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from tune3d.data.sources import DepthFileSource, ImageFileSource
 from tune3d.errors import Tune3DError
 
 SEVEN_SCENES_K = np.array([[525.0, 0.0, 320.0], [0.0, 525.0, 240.0], [0.0, 0.0, 1.0]])
@@ -178,10 +180,6 @@ def nrgbd_sequences(root: str | Path, kf_every: int = KF_EVERY) -> list[EvalSequ
 
 def load_eval_frame(frame: EvalFrame) -> tuple[np.ndarray, np.ndarray]:
     """(image H,W,3 uint8 resized to the depth's size, depth H,W float32 metres with 0 = invalid)."""
-    from PIL import Image
-
-    from tune3d.data.sources import DepthFileSource, ImageFileSource
-
     depth = DepthFileSource(frame.depth, 0.001, invalid=(65535,)).load()
     depth[(depth > MAX_DEPTH) | (depth < 1e-3)] = 0
     image = ImageFileSource(frame.image).load()

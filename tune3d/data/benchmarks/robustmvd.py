@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from tune3d.data.benchmarks.safe_pickle import PickledObject, parse_pickle
 from tune3d.errors import Tune3DError
@@ -148,8 +149,6 @@ def load_mvd_depth(sample: MVDSample) -> np.ndarray:
     """Ground-truth depth of the key view: float32 ``H,W`` metres, 0 = invalid."""
     p = sample.depth
     if sample.dataset == "eth3d":
-        from PIL import Image
-
         with Image.open(sample.images[sample.keyview_idx]) as im:
             w, h = im.size
         n = p.stat().st_size

@@ -21,10 +21,13 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from tune3d.data.benchmarks.base import BenchmarkSample, DatasetInfo, read_split_lines, require
 from tune3d.data.benchmarks.common import split_key
+from tune3d.data.readers.scannetpp import read_scannetpp
 from tune3d.errors import Tune3DError
+from tune3d.io import atomic_path
 
 LAYOUT = (
     "ROOT/splits/nvs_sem_{train,val}.txt (scene ids), ROOT/metadata/semantic_benchmark/top100.txt "
@@ -137,10 +140,6 @@ def render(sample: BenchmarkSample, task: str) -> None:
     """Render ``sample.target`` (labels or depth) from its scene mesh unless it is cached."""
     if sample.target.is_file():
         return
-    from PIL import Image
-
-    from tune3d.io import atomic_path
-
     m = sample.meta
     faces, labels, caster = _scene_geometry(m["scans"], m["classes"], m["label_map"])
     c2w = np.asarray(m["c2w"], dtype=np.float64)
@@ -169,8 +168,6 @@ def render(sample: BenchmarkSample, task: str) -> None:
 
 
 def _list(root: Path, split: str, task: str):
-    from tune3d.data.readers.scannetpp import read_scannetpp
-
     fname = split_key("scannetpp", split, {"train": "nvs_sem_train.txt", "val": "nvs_sem_val.txt"})
     split_file = require(root / "splits" / fname, "split file", "scannetpp", LAYOUT)
     classes = tuple(read_class_names(root))

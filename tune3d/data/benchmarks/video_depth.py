@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tune3d.data.sources import DepthFileSource
 from tune3d.errors import Tune3DError
 
 SINTEL_SEQUENCES = (
@@ -75,8 +76,6 @@ def read_sintel_dpt(path: str | Path) -> np.ndarray:
 
 def read_png_depth(path: str | Path, per_metre: float) -> np.ndarray:
     """A uint16 depth PNG -> float32 metres, 0 = invalid."""
-    from tune3d.data.sources import DepthFileSource
-
     return DepthFileSource(path, 1.0 / per_metre).load()
 
 

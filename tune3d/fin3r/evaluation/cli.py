@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+import typer
+
 from tune3d.errors import Tune3DError
+from tune3d.fin3r.evaluation.suites import Fin3rSettings, check_suite, run_fin3r_suite
+from tune3d.recon import get_entry
+from tune3d.recon.hub_weights import resolve_weights
 
 
 def _data_pairs(values: list[str] | None) -> dict[str, str]:
@@ -33,16 +39,10 @@ def run_fin3r_cli(
     size: int | None = None,
 ) -> None:
     """Validate the options (nothing is written on a bad one), run the suite and print one line."""
-    import typer
-
-    from tune3d.fin3r.evaluation.suites import Fin3rSettings, check_suite, run_fin3r_suite
-
     pairs = _data_pairs(data)
     check_suite(suite, pairs)
     if model is None:
         raise Tune3DError(f"{suite}: give --model NAME (see tune3d recon models)")
-    from tune3d.recon import get_entry
-
     get_entry(model)
     if out is None:
         raise Tune3DError(f"{suite}: give --out DIR")
@@ -50,8 +50,6 @@ def run_fin3r_cli(
         raise Tune3DError(f"{suite}: give one --weights FILE (the model's weights)")
     w = weights[0].partition("=")[2] if weights and "=" in weights[0] else (weights[0] if weights else None)
     if w is not None:
-        from tune3d.recon.hub_weights import resolve_weights
-
         w = str(resolve_weights(w))  # a local path, or a Hugging Face id through its cache / the hub
     if w is None and not allow_random_init:
         raise Tune3DError(f"{suite}: give --weights FILE or --allow-random-init")
@@ -80,6 +78,4 @@ def run_fin3r_cli(
 
 
 def _cuda() -> bool:
-    import torch
-
     return torch.cuda.is_available()

@@ -15,8 +15,10 @@ import numpy as np
 import torch
 
 from tune3d.data.benchmarks.re10k import PoseSequence
+from tune3d.errors import Tune3DError
 from tune3d.fin3r.evaluation.common import model_device
 from tune3d.metrics.pose import pose_auc, relative_pose_errors, rra_rta
+from tune3d.recon.inference import prepare_images, reconstruct
 from tune3d.recon.interface import ReconModel
 
 ACC_THRESHOLD = 5.0
@@ -47,9 +49,6 @@ def predict_cameras(
     model: ReconModel, seq: PoseSequence, size: int | None = None, niter: int = 300
 ) -> np.ndarray:
     """Predicted ``S,4,4`` camera-to-world of the sequence's frames (any global frame and scale)."""
-    from tune3d.errors import Tune3DError
-    from tune3d.recon.inference import prepare_images, reconstruct
-
     prep = prepare_images([str(p) for p in seq.images], model, size)
     rec = reconstruct(model, prep.images.to(model_device(model)), align="global", niter=niter)
     if rec.c2w is None:

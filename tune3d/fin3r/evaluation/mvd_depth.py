@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from tune3d.data.benchmarks.robustmvd import MVDSample, load_mvd_depth
+from tune3d.data.sources import ImageFileSource
 from tune3d.fin3r.evaluation.video_depth import ALIGNS, predict_video_depth
 from tune3d.metrics.video_depth import video_depth_metrics
 from tune3d.recon.interface import ReconModel
@@ -40,8 +41,6 @@ def evaluate_mvd_depth(
 ) -> dict[str, float]:
     """Means over ``samples`` of :func:`key_view_metrics` (samples without valid pixels skipped), plus
     ``n_samples``."""
-    from tune3d.data.sources import ImageFileSource
-
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     for s in samples:

@@ -23,6 +23,7 @@ from tune3d.geometry.cameras import depth_to_pointmap, scale_K
 from tune3d.geometry.pointmap import pointmap_to_normals
 from tune3d.metrics.icp import align_umeyama_icp
 from tune3d.metrics.pointmap import nearest_neighbors
+from tune3d.recon.inference import reconstruct
 from tune3d.recon.interface import ReconModel
 
 POINTMAP_METRICS = ("acc", "acc_med", "comp", "comp_med", "nc", "nc_med")
@@ -104,8 +105,6 @@ def load_sequence(
 @torch.no_grad()
 def predict_points(model: ReconModel, images: torch.Tensor, niter: int = 300) -> np.ndarray:
     """Pointmaps ``S,h,w,3`` of all frames in one frame (global alignment for pairwise models)."""
-    from tune3d.recon.inference import reconstruct
-
     rec = reconstruct(model, images.to(model_device(model)), align="global", niter=niter)
     return np.asarray(rec.pts3d, dtype=np.float64)
 

@@ -21,8 +21,32 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from tune3d.data.benchmarks import get_dataset_info, open_dataset
+from tune3d.data.benchmarks.moge import list_moge_instances, load_moge_instance, moge_dataset_folders
+from tune3d.data.benchmarks.moge_viewport import MOGE_VIEWPORTS
+from tune3d.data.benchmarks.pi3_pointmaps import dtu_sequences, eth3d_sequences
+from tune3d.data.benchmarks.pointmap_eval import (
+    nrgbd_sequences,
+    seven_scenes_mono_samples,
+    seven_scenes_sequences,
+)
+from tune3d.data.benchmarks.re10k import re10k_sequences
+from tune3d.data.benchmarks.robustmvd import robustmvd_samples
+from tune3d.data.benchmarks.scannet1500 import read_scannet1500
+from tune3d.data.benchmarks.video_depth import video_depth_sequences
 from tune3d.errors import Tune3DError
+from tune3d.fin3r.evaluation.common import build_model
+from tune3d.fin3r.evaluation.mono_depth import evaluate_mono_depth
+from tune3d.fin3r.evaluation.multi_view_pose import evaluate_multi_view_pose
+from tune3d.fin3r.evaluation.mvd_depth import evaluate_mvd_depth
+from tune3d.fin3r.evaluation.pointmaps import evaluate_pointmaps
+from tune3d.fin3r.evaluation.pointmaps_pi3 import evaluate_pi3_pointmaps
+from tune3d.fin3r.evaluation.two_view import evaluate_two_view
+from tune3d.fin3r.evaluation.video_depth import evaluate_video_depth
 from tune3d.io import read_json, write_json, write_text_atomic
+from tune3d.recon import get_entry
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +195,6 @@ def _cells(suite: Fin3rSuite, settings: Fin3rSettings) -> list[Cell]:
     for key, root in settings.data.items():
         names = [key]
         if key == "moge":
-            from tune3d.data.benchmarks.moge import moge_dataset_folders
-
             try:
                 names = list(moge_dataset_folders(root))
             except Tune3DError as e:
@@ -184,24 +206,15 @@ def _cells(suite: Fin3rSuite, settings: Fin3rSettings) -> list[Cell]:
 
 
 def _mono_samples(cell: Cell, settings: Fin3rSettings):
-    import numpy as np
-
     if cell.key == "moge":
-        from tune3d.data.benchmarks.moge import list_moge_instances, load_moge_instance, moge_dataset_folders
-        from tune3d.data.benchmarks.moge_viewport import MOGE_VIEWPORTS
-
         folder = moge_dataset_folders(cell.root)[cell.dataset]
         viewport = MOGE_VIEWPORTS.get(cell.dataset)  # a dataset MoGe does not configure keeps its frames
         for inst in list_moge_instances(folder, cell.dataset)[: settings.limit]:
             yield load_moge_instance(inst, viewport)
         return
     if cell.key == "7scenes":  # Table 5's test sequences and keyframes, each keyframe scored alone
-        from tune3d.data.benchmarks.pointmap_eval import seven_scenes_mono_samples
-
         yield from seven_scenes_mono_samples(cell.root, settings.kf_every, settings.limit)
         return
-    from tune3d.data.benchmarks import open_dataset
-
     ds = open_dataset(cell.key, cell.root, "test", "depth")
     n = len(ds) if settings.limit is None else min(settings.limit, len(ds))
     for i in range(n):
@@ -212,55 +225,33 @@ def _mono_samples(cell: Cell, settings: Fin3rSettings):
 
 def _run_cell(suite: Fin3rSuite, cell: Cell, model, settings: Fin3rSettings) -> dict[str, float]:
     if suite.task == "mono-depth":
-        from tune3d.fin3r.evaluation.mono_depth import evaluate_mono_depth
-
         max_depth = None
         if cell.key not in (
             "moge",
             "7scenes",
         ):  # toolbox layouts: the dataset's depth range, as their probes use
-            from tune3d.data.benchmarks import get_dataset_info
-
             max_depth = get_dataset_info(cell.key).max_depth
         return evaluate_mono_depth(
             model, _mono_samples(cell, settings), max_depth=max_depth, size=settings.size
         )
     if suite.task == "two-view-pose":
-        from tune3d.data.benchmarks.scannet1500 import read_scannet1500
-        from tune3d.fin3r.evaluation.two_view import evaluate_two_view
-
         return evaluate_two_view(model, read_scannet1500(cell.root, settings.limit), settings.size)
     if suite.task == "pointmap":
-        from tune3d.data.benchmarks.pointmap_eval import nrgbd_sequences, seven_scenes_sequences
-        from tune3d.fin3r.evaluation.pointmaps import evaluate_pointmaps
-
         reader = seven_scenes_sequences if cell.key == "7scenes" else nrgbd_sequences
         seqs = reader(cell.root, settings.kf_every)[: settings.limit]
         return evaluate_pointmaps(
             model, seqs, max_points=settings.max_points, niter=settings.niter, size=settings.size
         )
     if suite.task == "video-depth" and cell.key in ("eth3d", "tanks_and_temples"):
-        from tune3d.data.benchmarks.robustmvd import robustmvd_samples
-        from tune3d.fin3r.evaluation.mvd_depth import evaluate_mvd_depth
-
         samples = robustmvd_samples(cell.key, cell.root, settings.limit)
         return evaluate_mvd_depth(model, samples, size=settings.size, niter=settings.niter)
     if suite.task == "video-depth":
-        from tune3d.data.benchmarks.video_depth import video_depth_sequences
-        from tune3d.fin3r.evaluation.video_depth import evaluate_video_depth
-
         seqs = video_depth_sequences(cell.key, cell.root)[: settings.limit]
         return evaluate_video_depth(model, seqs, size=settings.size, niter=settings.niter)
     if suite.task == "multi-view-pose":
-        from tune3d.data.benchmarks.re10k import re10k_sequences
-        from tune3d.fin3r.evaluation.multi_view_pose import evaluate_multi_view_pose
-
         seqs = re10k_sequences(cell.root, limit=settings.limit)
         return evaluate_multi_view_pose(model, seqs, size=settings.size, niter=settings.niter)
     if suite.task == "pointmap-pi3":
-        from tune3d.data.benchmarks.pi3_pointmaps import dtu_sequences, eth3d_sequences
-        from tune3d.fin3r.evaluation.pointmaps_pi3 import evaluate_pi3_pointmaps
-
         seqs = (dtu_sequences if cell.key == "dtu" else eth3d_sequences)(cell.root)[: settings.limit]
         return evaluate_pi3_pointmaps(
             model, seqs, max_points=settings.max_points, niter=settings.niter, size=settings.size
@@ -304,8 +295,6 @@ def run_fin3r_suite(name: str, out: str | Path, settings: Fin3rSettings) -> list
     """Run every unfinished cell of suite ``name`` into ``out``; returns the report rows (dicts with the
     CSV columns plus ``status`` / ``error``). Raises the first cell's error (one line) after writing the
     reports when any cell failed."""
-    from tune3d.recon import get_entry
-
     suite = check_suite(name, settings.data)
     family = get_entry(settings.model).family
     out = Path(out)
@@ -322,8 +311,6 @@ def run_fin3r_suite(name: str, out: str | Path, settings: Fin3rSettings) -> list
 
     def model_for(mode: str):
         if mode not in models:
-            from tune3d.fin3r.evaluation.common import build_model
-
             models.clear()  # one model in memory at a time
             models[mode] = build_model(
                 settings.model,

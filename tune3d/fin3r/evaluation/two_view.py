@@ -18,6 +18,7 @@ from tune3d.data.benchmarks.scannet1500 import PosePair
 from tune3d.fin3r.evaluation.common import model_device
 from tune3d.geometry.pose import rotation_error_deg, translation_angle_deg
 from tune3d.metrics.pose import pose_auc
+from tune3d.recon.inference import prepare_images, reconstruct
 from tune3d.recon.interface import ReconModel
 
 AUC_THRESHOLDS = (5, 10, 20)
@@ -43,8 +44,6 @@ def pose_auc_percent(
 @torch.no_grad()
 def predict_relative_pose(model: ReconModel, pair: PosePair, size: int | None = None) -> np.ndarray:
     """Predicted 4x4 ``T_0to1`` of one pair from the model's own outputs."""
-    from tune3d.recon.inference import prepare_images, reconstruct
-
     prep = prepare_images([pair.image0, pair.image1], model, size)
     rec = reconstruct(model, prep.images.to(model_device(model)), align="none")
     if rec.c2w is None:

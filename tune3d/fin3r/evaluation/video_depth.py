@@ -17,8 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from tune3d.data.benchmarks.video_depth import MAX_DEPTH, VideoSequence, load_video_depth
+from tune3d.data.sources import ImageFileSource
 from tune3d.fin3r.evaluation.common import model_device, resize_for_model
 from tune3d.metrics.video_depth import video_depth_metrics
+from tune3d.recon.inference import reconstruct
 from tune3d.recon.interface import ReconModel
 
 ALIGNS = {"": "scale", "_ss": "scale_shift", "_metric": "metric"}
@@ -29,8 +31,6 @@ def predict_video_depth(
     model: ReconModel, images: list[np.ndarray], size: int | None = None, niter: int = 300
 ):
     """Per-frame depth ``S,h,w`` (float64) of ``H,W,3`` uint8 frames at the model's input size."""
-    from tune3d.recon.inference import reconstruct
-
     x = torch.stack([resize_for_model(im, model, size) for im in images]).to(model_device(model))
     rec = reconstruct(model, x, align="global", niter=niter)
     if rec.depth is None:
@@ -47,8 +47,6 @@ def evaluate_video_depth(
 ) -> dict[str, float]:
     """Pixel-weighted means over ``sequences`` of ``rel``, ``delta1`` (per-sequence scale), ``rel_ss``,
     ``delta1_ss`` (scale and shift) and ``rel_metric``, ``delta1_metric`` (none); plus ``n_sequences``."""
-    from tune3d.data.sources import ImageFileSource
-
     sums: dict[str, float] = {}
     weights: dict[str, float] = {}
     for seq in sequences:
