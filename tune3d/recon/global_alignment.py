@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from tune3d.errors import Tune3DError
 from tune3d.geometry.align import umeyama_sim3
@@ -379,8 +380,6 @@ def global_alignment(
         init_loss = loss = float(scene())
     params = [p for p in scene.parameters() if p.requires_grad]
     if niter > 0:
-        from tqdm.auto import tqdm
-
         opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.9))
         bar = tqdm(
             range(niter), desc="global alignment", disable=not progress, dynamic_ncols=True, leave=False
