@@ -13,8 +13,9 @@ from tune3d.errors import Tune3DError
 def passive_omp_wait() -> None:
     """Default ``OMP_WAIT_POLICY=PASSIVE`` (a user's own setting wins); only effective before torch loads
     OpenMP. The lift runs thousands of small parallel regions per step; with the default spin-waiting, two
-    threads on a busy 2-core machine spin against each other and ran 4-10x slower than passive waiting
-    (BENCHMARKS.md, "Lifting 7-Scenes")."""
+    threads on a busy 2-core machine spin against each other and ran 4-10x slower than passive waiting;
+    on an idle machine passive waiting costs ~20% (``OMP_WAIT_POLICY=ACTIVE``; BENCHMARKS.md, "Lifting
+    7-Scenes")."""
     import os
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
