@@ -10,6 +10,17 @@ from tune3d.cli._args import given_on_command_line, parse_hw, resolve_command_co
 from tune3d.errors import Tune3DError
 
 
+def passive_omp_wait() -> None:
+    """Default ``OMP_WAIT_POLICY=PASSIVE`` (a user's own setting wins); only effective before torch loads
+    OpenMP. The lift runs thousands of small parallel regions per step; with the default spin-waiting, two
+    threads on a busy 2-core machine spin against each other and ran 4-10x slower than passive waiting;
+    on an idle machine passive waiting costs ~20% (``OMP_WAIT_POLICY=ACTIVE``; BENCHMARKS.md, "Lifting
+    7-Scenes")."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def lift_cmd(
     ctx: typer.Context,
     scenes: list[Path] = typer.Argument(
@@ -64,6 +75,7 @@ def lift_cmd(
     metrics.json per scene. Finished scenes are skipped, interrupted ones resume. Under torchrun / accelerate
     launch each process lifts its own share of the scenes.
     """
+    passive_omp_wait()  # first: before anything imports torch
     from tune3d.engine.runfolder import check_out_dir
 
     check_out_dir(out)  # before any work: a file or read-only --out is one line, exit 2
