@@ -29,6 +29,23 @@ def write_images(scene, folder: Path, ext: str = ".png") -> list[str]:
     return names
 
 
+def synth_image_folder(root: Path, views: int, seed: int):
+    """One synthetic 48x64 room under ``root/data`` and its frames as ``root/images/view{k}.png``: the
+    image-folder input of ``tune3d reconstruct``. Returns ``(scene, folder)``."""
+    from tune3d.data import load_scene
+    from tune3d.data.synth import synth_dataset
+
+    paths = synth_dataset(
+        root / "data", scenes=1, views=views, resolution=(48, 64), seed=seed, num_points=300
+    )
+    sc = load_scene(paths[0])
+    folder = root / "images"
+    folder.mkdir()
+    for k, f in enumerate(sc.frames):
+        Image.fromarray(f.image()).save(folder / f"view{k}.png")
+    return sc, folder
+
+
 def write_colmap_fixture(scene, root: Path, binary: bool, model: str = "PINHOLE") -> None:
     names = write_images(scene, root / "images")
     f0 = scene[0]

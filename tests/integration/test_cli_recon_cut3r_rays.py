@@ -7,21 +7,13 @@ import json
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
+from data_helpers import synth_image_folder
 
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> dict:
-    from tune3d.data import load_scene
-    from tune3d.data.synth import synth_dataset
-
     root = tmp_path_factory.mktemp("recon_cut3r_rays")
-    path = synth_dataset(root / "data", scenes=1, views=4, resolution=(48, 64), seed=2, num_points=300)[0]
-    sc = load_scene(path)
-    folder = root / "images"
-    folder.mkdir()
-    for k, f in enumerate(sc.frames):
-        Image.fromarray(f.image()).save(folder / f"view{k}.png")
+    sc, folder = synth_image_folder(root, views=4, seed=2)
     cams = root / "known.json"
     frames = [
         {"c2w": f.c2w.tolist(), "K": f.K.tolist(), "width": f.width, "height": f.height} for f in sc.frames

@@ -8,21 +8,14 @@ import shutil
 import numpy as np
 import pytest
 import yaml
+from data_helpers import synth_image_folder
 from PIL import Image
 
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> dict:
-    from tune3d.data import load_scene
-    from tune3d.data.synth import synth_dataset
-
     root = tmp_path_factory.mktemp("recon_global")
-    path = synth_dataset(root / "data", scenes=1, views=5, resolution=(48, 64), seed=1, num_points=300)[0]
-    sc = load_scene(path)
-    folder = root / "images"
-    folder.mkdir()
-    for k, f in enumerate(sc.frames):
-        Image.fromarray(f.image()).save(folder / f"view{k}.png")
+    sc, folder = synth_image_folder(root, views=5, seed=1)
     return {"root": root, "folder": folder, "scene": sc}
 
 
