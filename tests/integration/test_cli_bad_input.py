@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_helpers import one_error_line as _one_error_line
 from conftest import run_cli_inprocess as cli
 
 LIFT_TINY = [
@@ -19,14 +20,8 @@ LIFT_TINY = [
 
 
 def one_error_line(r, needle: str) -> str:
-    """The single ``tune3d: error:`` line of a failed run (the last on stderr; progress bars may precede
-    it), checked to contain ``needle``."""
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    errors = [x for x in lines if x.startswith("tune3d: error:")]
-    assert len(errors) == 1 and lines[-1] == errors[0] and "Traceback" not in r.stderr, r.stderr
-    assert needle in errors[0], errors[0]
-    return errors[0]
+    """The single ``tune3d: error:`` line of a failed run (progress bars may precede it)."""
+    return _one_error_line(r, needle, only_line=False)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import one_error_line as _one_line_error
 
 from tune3d.io import load_safetensors
 
@@ -75,14 +76,6 @@ def test_distill_cli_writes_outputs(cli, scene_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     after = load_safetensors(out / "adapter.safetensors")
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
-
-
-def _one_line_error(r, *words: str) -> None:
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("tune3d: error:"), r.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 # The error cases run in-process (the `cli` fixture): same exit code and message handling as the console

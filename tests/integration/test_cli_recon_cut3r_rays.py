@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import yaml
+from cli_helpers import one_error_line as _one_error_line
 from data_helpers import synth_image_folder
 
 
@@ -23,12 +24,6 @@ def scene(tmp_path_factory) -> dict:
 
 
 FAST = ["--allow-random-init", "--size", "64", "--conf-threshold", "1", "--no-previews"]
-
-
-def _one_error_line(r, needle: str) -> None:
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("tune3d: error:"), r.stderr
-    assert needle in lines[0], lines[0]
 
 
 def test_cut3r_takes_known_cameras(scene, cli):

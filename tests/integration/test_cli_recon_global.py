@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import yaml
+from cli_helpers import one_error_line as _one_error_line
 from data_helpers import synth_image_folder
 from PIL import Image
 
@@ -116,12 +117,6 @@ def test_known_cameras_are_kept(scene, cli):
     assert r.returncode == 0, r.stderr
     got = json.loads((out / "cameras.json").read_text())["frames"]
     np.testing.assert_allclose([f["K"] for f in got], [sc.frames[0].K] * 5, atol=1e-5)
-
-
-def _one_error_line(r, needle: str) -> None:
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("tune3d: error:"), r.stderr
-    assert needle in lines[0], lines[0]
 
 
 def test_bad_input_is_one_line_and_writes_nothing(scene, cli, tmp_path):

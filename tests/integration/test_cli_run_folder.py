@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+from cli_helpers import one_error_line as _one_error
 from conftest import run_cli_inprocess as cli
 
 TINY_LIFT = ["--backbone", "dinov2_vits14_tiny", "--allow-random-init", "--latent-dim", "4",
@@ -51,13 +52,6 @@ def commands(root: Path, out: Path) -> dict[str, list]:
 
 
 COMMANDS = ["features", "lift", "finetune", "distill", "train-recon", "reconstruct", "eval-recon", "probe"]
-
-
-def _one_error(r, needle: str) -> None:
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    assert "Traceback" not in r.stderr and len(lines) == 1, r.stderr
-    assert lines[0].startswith("tune3d: error:") and needle in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
