@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tune3d.geometry.cameras import pixel_rays
+
 
 def cut3r_ray_maps(c2w: Tensor, K: Tensor, height: int, width: int) -> Tensor:
     """Ray maps ``S,6,H,W`` (float32) for cameras ``c2w`` ``S,4,4`` (OpenCV camera-to-world) and ``K``
@@ -29,13 +31,8 @@ def cut3r_ray_maps(c2w: Tensor, K: Tensor, height: int, width: int) -> Tensor:
         raise ValueError(f"expected c2w S,4,4 and K S,3,3, got {tuple(c2w.shape)} and {tuple(K.shape)}")
     c2w, K = c2w.double(), K.to(device=c2w.device, dtype=torch.float64)
     rel = torch.linalg.inv(c2w[:1]) @ c2w  # S,4,4
-    v, u = torch.meshgrid(
-        torch.arange(height, dtype=torch.float64, device=c2w.device) + 0.5,
-        torch.arange(width, dtype=torch.float64, device=c2w.device) + 0.5,
-        indexing="ij",
-    )
-    pix = torch.stack([u, v, torch.ones_like(u)], dim=-1).reshape(-1, 3)  # H*W,3
-    cam = torch.einsum("sij,nj->sni", torch.linalg.inv(K), pix)  # S,H*W,3
+    x, y = pixel_rays(height, width, K)  # S,H,W: inv(K) @ [u, v, 1] at tune3d's pixel centres
+    cam = torch.stack([x, y, torch.ones_like(x)], dim=-1).flatten(1, 2)  # S,H*W,3
     t = rel[:, None, :3, 3]
     pts = torch.einsum("sij,snj->sni", rel[:, :3, :3], cam) + t
     d = pts / pts.norm(dim=-1, keepdim=True)
