@@ -158,7 +158,13 @@ def register(app: typer.Typer) -> None:
 
         from tune3d.recon.export import parse_exports, write_reconstruct_run
         from tune3d.recon.graph import parse_graph
-        from tune3d.recon.inference import ALIGN_MODES, default_conf_threshold, list_images, prepare_images
+        from tune3d.recon.inference import (
+            ALIGN_MODES,
+            default_conf_threshold,
+            list_images,
+            model_family,
+            prepare_images,
+        )
         from tune3d.recon.inference import reconstruct as run
 
         parse_exports(export)
@@ -172,8 +178,6 @@ def register(app: typer.Typer) -> None:
             raise Tune3DError(f"{where}: need at least two images, got {len(images)}")
         prep = prepare_images(images, net, size=size, mode=mode)
         known_c2w = known_K = None
-        from tune3d.recon.inference import model_family
-
         rays = model_family(net) == "cut3r"  # CUT3R takes known cameras as its ray-map input
         for given in (poses, intrinsics):
             if given is not None and not rays and (net.num_views != 2 or align != "global"):

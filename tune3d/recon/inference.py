@@ -458,12 +458,12 @@ def reconstruct(
             camera_source="procrustes+focal",
             pairs=pairs,
         )
-    ray_maps = None
-    if model_family(model) == "cut3r" and (known_c2w is not None or known_K is not None):
+    family, ray_maps = model_family(model), None
+    if known_c2w is not None or known_K is not None:
+        if family != "cut3r":
+            raise Tune3DError(f"{family}: known cameras are not an input of this model")
         ray_maps = _cut3r_known_ray_maps(known_c2w, known_K, H, W)
-    elif known_c2w is not None or known_K is not None:
-        raise Tune3DError(f"{model_family(model)}: known cameras are not an input of this model")
-    if model_family(model) == "cut3r":  # one frame at a time through the recurrent state
+    if family == "cut3r":  # one frame at a time through the recurrent state
         out = stream_output(model, x, progress, ray_maps)
     else:
         out = model(x[None])
