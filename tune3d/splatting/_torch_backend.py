@@ -395,6 +395,11 @@ def _tile_monomials(tile_size: int, device: torch.device, dtype: torch.dtype) ->
     """Minus the monomials ``(1, qx, qy, qx^2, qx qy, qy^2)`` ``[P,6]`` at pixel centres (tile-centred)."""
     lp = torch.arange(tile_size * tile_size, device=device)
     q = torch.stack([lp % tile_size, lp // tile_size], dim=-1).to(dtype) + 0.5 - 0.5 * tile_size
+    return _neg_monomials(q)
+
+
+def _neg_monomials(q: Tensor) -> Tensor:
+    """Minus ``(1, qx, qy, qx^2, qx qy, qy^2)`` ``[..., 6]`` at tile-local pixels ``q [..., 2]``."""
     qx, qy = q.unbind(-1)
     return -torch.stack([torch.ones_like(qx), qx, qy, qx * qx, qx * qy, qy * qy], dim=-1)
 
@@ -446,8 +451,7 @@ class PixelGrid:
         cy = 0.5 * (yb[:, 0] + yb[:, 1]).to(dtype) + 0.5
         self.centre = torch.stack([cx.view(1, tw).expand(th, tw), cy.view(th, 1).expand(th, tw)], dim=-1)
         self.centre = self.centre.reshape(th * tw, 2)
-        qx, qy = (self.pix - self.centre[:, None]).unbind(-1)
-        self.nphi = -torch.stack([torch.ones_like(qx), qx, qy, qx * qx, qx * qy, qy * qy], dim=-1)
+        self.nphi = _neg_monomials(self.pix - self.centre[:, None])
 
 
 def check_pixel_grid(pixel_rows: Tensor | None, pixel_cols: Tensor | None, width: int, height: int) -> None:
