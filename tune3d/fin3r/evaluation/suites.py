@@ -225,12 +225,8 @@ def _mono_samples(cell: Cell, settings: Fin3rSettings):
 
 def _run_cell(suite: Fin3rSuite, cell: Cell, model, settings: Fin3rSettings) -> dict[str, float]:
     if suite.task == "mono-depth":
-        max_depth = None
-        if cell.key not in (
-            "moge",
-            "7scenes",
-        ):  # toolbox layouts: the dataset's depth range, as their probes use
-            max_depth = get_dataset_info(cell.key).max_depth
+        # toolbox layouts: the dataset's depth range, as their probes use (MoGe and 7-Scenes carry their own)
+        max_depth = None if cell.key in ("moge", "7scenes") else get_dataset_info(cell.key).max_depth
         return evaluate_mono_depth(
             model, _mono_samples(cell, settings), max_depth=max_depth, size=settings.size
         )
