@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -14,10 +15,8 @@ def passive_omp_wait() -> None:
     """Default ``OMP_WAIT_POLICY=PASSIVE`` (a user's own setting wins); only effective before torch loads
     OpenMP. The lift runs thousands of small parallel regions per step; with the default spin-waiting, two
     threads on a busy 2-core machine spin against each other and ran 4-10x slower than passive waiting;
-    on an idle machine passive waiting costs ~20% (``OMP_WAIT_POLICY=ACTIVE``; BENCHMARKS.md, "Lifting
+    on an idle machine passive waiting costs 12-24% (``OMP_WAIT_POLICY=ACTIVE``; BENCHMARKS.md, "Lifting
     7-Scenes")."""
-    import os
-
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 

@@ -278,7 +278,6 @@ class Finetuner:
         if not self.cfg.prefetch:
             yield from (self.load_step(s) for s in range(start, stop))
             return
-
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fit3d-targets") as pool:
             pending = pool.submit(self.load_step, start) if start < stop else None
             for s in range(start, stop):

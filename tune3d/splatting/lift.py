@@ -162,7 +162,6 @@ def initial_point_cloud(
 def _seeded(seed: int, step: int, device: torch.device):
     """Seed the global RNG (gsplat's split samples with it) from (seed, step), restoring it afterwards."""
     devices = [device] if device.type == "cuda" else []
-
     with torch.random.fork_rng(devices=devices):
         g = step_generator(seed, step, rank=1)  # rank 1: a stream apart from the view sampling
         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))
